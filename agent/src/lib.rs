@@ -1,0 +1,1 @@
+//! sockmesh agent library: capture (eBPF), proxy, policy, identity and the CLI's building blocks.

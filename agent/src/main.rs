@@ -1,0 +1,2 @@
+//! `sockmesh`: the node agent and its command-line interface.
+fn main() {}
