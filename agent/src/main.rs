@@ -1,2 +1,32 @@
 //! `sockmesh`: the node agent and its command-line interface.
-fn main() {}
+use clap::{Parser, Subcommand};
+use sockmesh_agent::{run, uninstall};
+
+#[derive(Parser)]
+#[command(name = "sockmesh", version, about = "Sidecar-less mutual TLS for Kubernetes pods")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: capture, enroll pods, proxy.
+    Run(run::RunArgs),
+    /// Detach every program and remove every pin of an agent.
+    Uninstall(uninstall::UninstallArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            sockmesh_agent::logging::init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run::run(args))
+        }
+        Command::Uninstall(args) => uninstall::uninstall(&args),
+    }
+}

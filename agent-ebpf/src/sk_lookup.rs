@@ -1,0 +1,51 @@
+//! sk_lookup: steer TCP connections arriving for an enrolled pod's addresses to the proxy's
+//! inbound listener in that pod's network namespace.
+use aya_ebpf::{macros::sk_lookup, programs::SkLookupContext};
+use sockmesh_common::{Addr, DIRECTION_INBOUND, stat};
+
+use crate::{
+    addr::{from_ip4, from_ip6},
+    maps::{INBOUND_LISTENERS, POD_ADDRS, count, port_excluded},
+};
+
+const SK_DROP: u32 = 0;
+const SK_PASS: u32 = 1;
+const AF_INET: u32 = 2;
+const IPPROTO_TCP: u32 = 6;
+
+#[sk_lookup]
+pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
+    let l = ctx.lookup;
+    // SAFETY: the kernel hands us a valid bpf_sk_lookup for this program type.
+    let (family, protocol, port) = unsafe { ((*l).family, (*l).protocol, (*l).local_port) };
+    if protocol != IPPROTO_TCP {
+        return SK_PASS;
+    }
+    // SAFETY: as above; address fields are readable for both families.
+    let (local, remote) = unsafe {
+        if family == AF_INET {
+            (from_ip4((*l).local_ip4), from_ip4((*l).remote_ip4))
+        } else {
+            (from_ip6((*l).local_ip6), from_ip6((*l).remote_ip6))
+        }
+    };
+    // The proxy reaches the app from inside the pod with the pod's own address as source; so does
+    // an app calling itself. Both go straight to the app.
+    if local == remote {
+        return SK_PASS;
+    }
+    let key = Addr { ip: local };
+    if POD_ADDRS.get_ptr(key).is_none() || port_excluded(port as u16, DIRECTION_INBOUND) {
+        count(stat::LOOKUP_PASSED);
+        return SK_PASS;
+    }
+    if INBOUND_LISTENERS.redirect_sk_lookup(&ctx, key, 0).is_ok() {
+        count(stat::LOOKUP_STEERED);
+        return SK_PASS;
+    }
+    // Enrolled pod but no proxy listener (proxy down or restarting): drop the SYN so nothing
+    // reaches the app unenforced; the client's TCP retries the SYN and gets through once the proxy
+    // is back.
+    count(stat::LOOKUP_DROPPED_NO_PROXY);
+    SK_DROP
+}

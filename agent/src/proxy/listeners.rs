@@ -1,0 +1,98 @@
+//! Listeners the proxy opens inside a pod's network namespace.
+//!
+//! Outbound: `127.0.0.1:<outbound>` and `[::1]:<outbound>`, where connect4/6 send the pod's
+//! connections. Inbound: `127.0.0.1:<inbound>` and `[::1]:<inbound>`, handed connections for the
+//! pod's addresses by sk_lookup (the bind address does not matter to sk_lookup).
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd as _,
+};
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::netns::Netns;
+
+const BACKLOG: i32 = 4096;
+/// `SO_NETNS_COOKIE` (Linux 5.14+), not exported by libc yet.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The listeners of one pod.
+pub struct PodListeners {
+    pub outbound_v4: TcpListener,
+    pub outbound_v6: Option<TcpListener>,
+    pub inbound_v4: TcpListener,
+    pub inbound_v6: Option<TcpListener>,
+    pub netns_cookie: u64,
+}
+
+impl PodListeners {
+    /// Binds all listeners inside `netns`. IPv6 is optional: a namespace without `::1` gets IPv4
+    /// listeners only.
+    pub fn bind(netns: &Netns, outbound_port: u16, inbound_port: u16) -> anyhow::Result<Self> {
+        let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let (out4, out6, in4, in6) = netns.run(|| {
+            (
+                listen(v4(outbound_port)),
+                listen(v6(outbound_port)),
+                listen(v4(inbound_port)),
+                listen(v6(inbound_port)),
+            )
+        })?;
+        let out4 = out4.with_context(|| format!("binding {} in {}", v4(outbound_port), netns.path().display()))?;
+        let in4 = in4.with_context(|| format!("binding {} in {}", v4(inbound_port), netns.path().display()))?;
+        let netns_cookie = netns_cookie(&out4)?;
+        let optional_v6 = |l: io::Result<std::net::TcpListener>, port| match l {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(netns = %netns.path().display(), port, error = %e, "no IPv6 listener in pod");
+                None
+            }
+        };
+        let out6 = optional_v6(out6, outbound_port);
+        let in6 = optional_v6(in6, inbound_port);
+        Ok(Self {
+            outbound_v4: TcpListener::from_std(out4)?,
+            outbound_v6: out6.map(TcpListener::from_std).transpose()?,
+            inbound_v4: TcpListener::from_std(in4)?,
+            inbound_v6: in6.map(TcpListener::from_std).transpose()?,
+            netns_cookie,
+        })
+    }
+}
+
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The cookie of the namespace a socket lives in, as `bpf_get_netns_cookie` reports it.
+fn netns_cookie(socket: &std::net::TcpListener) -> anyhow::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid fd, out-pointer to a u64 and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
+    }
+    Ok(cookie)
+}

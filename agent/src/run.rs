@@ -1,0 +1,92 @@
+//! `sockmesh run`: load and attach capture, enroll this node's pods, run the proxy.
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::{
+    capture::{Capture, CaptureConfig},
+    cgroup, netns,
+    proxy::Proxy,
+    workload::{Enroller, PodSpec, WorkloadByCgroup},
+};
+
+/// Flags of `sockmesh run`. Every instance is scoped by its cgroup root, pin directory, node name
+/// and ports, so two agents can run side by side on one machine (how tests emulate two nodes).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubernetes-style YAML (file or directory) with this node's pods and the mesh policy.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Name of this node: pods whose `spec.nodeName` matches are enrolled.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Cgroup (relative to the cgroup2 mount, or absolute) the capture programs attach to.
+    #[arg(long)]
+    pub cgroup_root: PathBuf,
+    /// bpffs directory for this agent's pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/sockmesh")]
+    pub pin_dir: PathBuf,
+    /// Port of the outbound listener inside each pod.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Port of the inbound listener inside each pod.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Destination ports that outbound capture leaves alone (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Pod ports that inbound capture leaves alone (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Upstream connect timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+}
+
+pub async fn run(args: RunArgs, pods: watch::Receiver<Vec<PodSpec>>) -> anyhow::Result<()> {
+    netns::init_home()?;
+    let mount = cgroup::cgroup2_mount()?;
+    let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
+    let capture = Arc::new(Capture::load(&CaptureConfig {
+        pin_dir: args.pin_dir.clone(),
+        cgroup_root,
+        exclude_outbound_ports: args.exclude_outbound_ports.clone(),
+        exclude_inbound_ports: args.exclude_inbound_ports.clone(),
+    })?);
+    let proxy = Arc::new(Proxy {
+        capture,
+        workloads: Arc::new(WorkloadByCgroup::default()),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+    });
+    let mut enroller = Enroller::new(proxy, mount, args.outbound_port, args.inbound_port);
+    enroll_until_shutdown(&mut enroller, pods).await
+}
+
+/// Reconciles on every change of the pod set until SIGTERM/SIGINT.
+async fn enroll_until_shutdown(
+    enroller: &mut Enroller,
+    mut pods: watch::Receiver<Vec<PodSpec>>,
+) -> anyhow::Result<()> {
+    let desired = pods.borrow_and_update().clone();
+    enroller.reconcile(&desired);
+    enroller.sweep_stale();
+    info!(pods = desired.len(), "agent ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            changed = pods.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let desired = pods.borrow_and_update().clone();
+                enroller.reconcile(&desired);
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("shutting down; pinned capture stays in place for the next agent");
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Enrollment: turning a `PodSpec` into capture state (maps, listeners, sk_lookup link) and back.
+//!
+//! Order matters. Enrolling, the listeners, the sk_lookup link and the pod's addresses come first
+//! and the cgroup ids last, so the first redirected connect already finds a listener. Removing,
+//! the cgroup ids go first, so new connects go direct again before the listeners close.
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use sockmesh_common::{Addr, Workload};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::{EnrolledPod, PodSpec, WorkloadByCgroup};
+use crate::{
+    capture::{Capture, addr_key},
+    cgroup,
+    netns::Netns,
+    proxy::{Proxy, listeners::PodListeners, serve_inbound, serve_outbound},
+};
+
+/// One enrolled pod and the accept loops serving it.
+struct Enrollment {
+    pod: Arc<EnrolledPod>,
+    cgroup_ids: Vec<u64>,
+    addrs: Vec<Addr>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+/// Keeps the enrolled pods equal to the desired set.
+pub struct Enroller {
+    proxy: Arc<Proxy>,
+    cgroup_mount: PathBuf,
+    outbound_port: u16,
+    inbound_port: u16,
+    enrolled: BTreeMap<String, Enrollment>,
+    next_id: u32,
+}
+
+impl Enroller {
+    pub fn new(proxy: Arc<Proxy>, cgroup_mount: PathBuf, outbound_port: u16, inbound_port: u16) -> Self {
+        Self { proxy, cgroup_mount, outbound_port, inbound_port, enrolled: BTreeMap::new(), next_id: 1 }
+    }
+
+    fn capture(&self) -> &Capture {
+        &self.proxy.capture
+    }
+
+    fn workloads(&self) -> &WorkloadByCgroup {
+        &self.proxy.workloads
+    }
+
+    /// Enrolls new pods, re-enrolls changed ones, removes departed ones. A pod that fails to enroll
+    /// is logged and skipped; it never affects the others.
+    pub fn reconcile(&mut self, desired: &[PodSpec]) {
+        let wanted: BTreeMap<String, &PodSpec> = desired.iter().map(|p| (p.key(), p)).collect();
+        let departed: Vec<String> = self
+            .enrolled
+            .iter()
+            .filter(|(k, e)| wanted.get(*k).is_none_or(|spec| **spec != e.pod.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in departed {
+            self.unenroll(&key);
+        }
+        for (key, spec) in wanted {
+            if self.enrolled.contains_key(&key) {
+                continue;
+            }
+            match self.enroll(spec) {
+                Ok(e) => {
+                    info!(pod = %key, cgroups = ?e.cgroup_ids, netns_cookie = e.pod.netns_cookie, "pod enrolled");
+                    self.enrolled.insert(key, e);
+                }
+                Err(err) => error!(pod = %key, error = format!("{err:#}"), "pod not enrolled"),
+            }
+        }
+    }
+
+    /// Removes capture state that no enrolled pod owns: leftovers of an earlier agent whose pods
+    /// are gone. Called after the first reconcile.
+    pub fn sweep_stale(&self) {
+        let cgroups: HashSet<u64> = self.enrolled.values().flat_map(|e| e.cgroup_ids.iter().copied()).collect();
+        for id in self.capture().workload_cgroups() {
+            if !cgroups.contains(&id) {
+                info!(cgroup_id = id, "removing stale workload entry");
+                self.capture().remove_workload(id);
+            }
+        }
+        let addrs: HashSet<Addr> = self.enrolled.values().flat_map(|e| e.addrs.iter().copied()).collect();
+        for addr in self.capture().pod_addrs() {
+            if !addrs.contains(&addr) {
+                self.capture().remove_pod_addr(&addr);
+            }
+        }
+        let namespaces: HashSet<u64> = self.enrolled.values().map(|e| e.pod.netns.inode()).collect();
+        for inode in self.capture().linked_netns() {
+            if !namespaces.contains(&inode) {
+                info!(netns_inode = inode, "removing stale sk_lookup link");
+                self.capture().unlink_netns(inode);
+            }
+        }
+    }
+
+    /// Unenrolls every pod (agent shutdown leaves pinned programs; uninstall removes them).
+    pub fn unenroll_all(&mut self) {
+        let keys: Vec<String> = self.enrolled.keys().cloned().collect();
+        for key in keys {
+            self.unenroll(&key);
+        }
+    }
+
+    fn enroll(&mut self, spec: &PodSpec) -> anyhow::Result<Enrollment> {
+        let netns = Netns::open(&spec.netns)?;
+        let cgroup_ids = spec
+            .cgroups
+            .iter()
+            .map(|p| cgroup_id(&self.cgroup_mount, p))
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        anyhow::ensure!(!cgroup_ids.is_empty(), "pod has no container cgroup");
+        let listeners = PodListeners::bind(&netns, self.outbound_port, self.inbound_port)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let pod = Arc::new(EnrolledPod { id, spec: spec.clone(), netns, netns_cookie: listeners.netns_cookie });
+
+        let mut enrollment = Enrollment { pod: pod.clone(), cgroup_ids: Vec::new(), addrs: Vec::new(), accept_loops: Vec::new() };
+        if let Err(e) = self.install(&mut enrollment, listeners, &cgroup_ids) {
+            self.remove(&enrollment);
+            return Err(e);
+        }
+        Ok(enrollment)
+    }
+
+    fn install(&self, e: &mut Enrollment, listeners: PodListeners, cgroup_ids: &[u64]) -> anyhow::Result<()> {
+        let pod = e.pod.clone();
+        self.capture().link_netns(&pod.netns).context("linking sk_lookup")?;
+        for ip in &pod.spec.ips {
+            let inbound = if ip.is_ipv4() { Some(&listeners.inbound_v4) } else { listeners.inbound_v6.as_ref() };
+            let Some(inbound) = inbound else {
+                warn!(pod = %pod.spec.key(), %ip, "no IPv6 listener: inbound IPv6 not captured");
+                continue;
+            };
+            let addr = Addr { ip: addr_key(*ip) };
+            self.capture().insert_pod_addr(addr, pod.id, inbound)?;
+            e.addrs.push(addr);
+        }
+        let PodListeners { outbound_v4, outbound_v6, inbound_v4, inbound_v6, .. } = listeners;
+        let proxy = &self.proxy;
+        e.accept_loops.push(tokio::spawn(serve_outbound(outbound_v4, pod.clone(), proxy.clone())));
+        e.accept_loops.extend(outbound_v6.map(|l| tokio::spawn(serve_outbound(l, pod.clone(), proxy.clone()))));
+        e.accept_loops.push(tokio::spawn(serve_inbound(inbound_v4, pod.clone(), proxy.clone())));
+        e.accept_loops.extend(inbound_v6.map(|l| tokio::spawn(serve_inbound(l, pod.clone(), proxy.clone()))));
+        for &cgroup in cgroup_ids {
+            self.workloads().insert(cgroup, pod.clone());
+            e.cgroup_ids.push(cgroup);
+            self.capture()
+                .insert_workload(cgroup, Workload { pod_id: pod.id, outbound_port: self.outbound_port, _pad: 0 })?;
+        }
+        Ok(())
+    }
+
+    fn unenroll(&mut self, key: &str) {
+        if let Some(e) = self.enrolled.remove(key) {
+            self.remove(&e);
+            info!(pod = %key, "pod unenrolled");
+        }
+    }
+
+    fn remove(&self, e: &Enrollment) {
+        for &cgroup in &e.cgroup_ids {
+            self.capture().remove_workload(cgroup);
+            self.workloads().remove(cgroup);
+        }
+        for addr in &e.addrs {
+            self.capture().remove_pod_addr(addr);
+        }
+        self.capture().unlink_netns(e.pod.netns.inode());
+        for task in &e.accept_loops {
+            task.abort();
+        }
+    }
+}
+
+fn cgroup_id(mount: &Path, path: &Path) -> anyhow::Result<u64> {
+    cgroup::cgroup_id(&cgroup::resolve(mount, path)?)
+}
