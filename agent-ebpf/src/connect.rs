@@ -6,12 +6,11 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use sockmesh_common::{
-    DIRECTION_OUTBOUND, OrigDst, is_loopback, is_v4_mapped, stat, v4_mapped,
-};
+use sockmesh_common::{DIRECTION_OUTBOUND, OrigDst, is_loopback, is_v4_mapped, stat, v4_mapped};
 
 use crate::{
     addr::{from_ip4, from_ip6, to_ip6_words},
+    ctx_read,
     maps::{PENDING, WORKLOADS, count, port_excluded},
 };
 
@@ -25,8 +24,11 @@ const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
-    // SAFETY: the kernel hands us a valid bpf_sock_addr for this program type.
-    let (kind, ip4, port) = unsafe { ((*sa).type_, (*sa).user_ip4, (*sa).user_port) };
+    let (kind, ip4, port) = (
+        ctx_read!(sa, type_),
+        ctx_read!(sa, user_ip4),
+        ctx_read!(sa, user_port),
+    );
     if kind != SOCK_STREAM {
         return ALLOW;
     }
@@ -44,8 +46,13 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
-    // SAFETY: as in connect4.
-    let (kind, ip6, port) = unsafe { ((*sa).type_, (*sa).user_ip6, (*sa).user_port) };
+    let (kind, port) = (ctx_read!(sa, type_), ctx_read!(sa, user_port));
+    let ip6 = [
+        ctx_read!(sa, user_ip6[0]),
+        ctx_read!(sa, user_ip6[1]),
+        ctx_read!(sa, user_ip6[2]),
+        ctx_read!(sa, user_ip6[3]),
+    ];
     if kind != SOCK_STREAM {
         return ALLOW;
     }
@@ -53,7 +60,11 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     if let Some(proxy_port) = redirect_target(&ctx, dst, port, AF_INET6) {
         // A v4-mapped destination (Java's habit) stays IPv4 on the wire, so it goes to the IPv4
         // listener; a real IPv6 destination goes to the IPv6 one.
-        let target = if is_v4_mapped(&dst) { v4_mapped(LOOPBACK4) } else { LOOPBACK6 };
+        let target = if is_v4_mapped(&dst) {
+            v4_mapped(LOOPBACK4)
+        } else {
+            LOOPBACK6
+        };
         write_ip6(sa, &target);
         // SAFETY: write to user_port permitted in connect6.
         unsafe {
@@ -66,7 +77,12 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 /// Decides whether this connect is captured; if so records the original destination and returns
 /// the outbound listener port of the caller's pod.
 #[inline(always)]
-fn redirect_target(ctx: &SockAddrContext, dst: [u8; 16], port_nbo: u32, family: u16) -> Option<u16> {
+fn redirect_target(
+    ctx: &SockAddrContext,
+    dst: [u8; 16],
+    port_nbo: u32,
+    family: u16,
+) -> Option<u16> {
     // SAFETY: helper available to cgroup_sock_addr programs.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let workload = WORKLOADS.get_ptr(cgroup_id)?;
@@ -77,7 +93,13 @@ fn redirect_target(ctx: &SockAddrContext, dst: [u8; 16], port_nbo: u32, family: 
     }
     // SAFETY: helper available to cgroup_sock_addr programs; ctx is the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let orig = OrigDst { cgroup_id, ip: dst, port, family, _pad: 0 };
+    let orig = OrigDst {
+        cgroup_id,
+        ip: dst,
+        port,
+        family,
+        _pad: 0,
+    };
     if PENDING.insert(cookie, orig, 0).is_err() {
         // Cannot record where it was going: let the connect fail rather than escape capture.
         count(stat::CONNECT_PASSED);

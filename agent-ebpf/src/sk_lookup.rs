@@ -5,6 +5,7 @@ use sockmesh_common::{Addr, DIRECTION_INBOUND, stat};
 
 use crate::{
     addr::{from_ip4, from_ip6},
+    ctx_read,
     maps::{INBOUND_LISTENERS, POD_ADDRS, count, port_excluded},
 };
 
@@ -16,18 +17,33 @@ const IPPROTO_TCP: u32 = 6;
 #[sk_lookup]
 pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
     let l = ctx.lookup;
-    // SAFETY: the kernel hands us a valid bpf_sk_lookup for this program type.
-    let (family, protocol, port) = unsafe { ((*l).family, (*l).protocol, (*l).local_port) };
+    let (family, protocol, port) = (
+        ctx_read!(l, family),
+        ctx_read!(l, protocol),
+        ctx_read!(l, local_port),
+    );
     if protocol != IPPROTO_TCP {
         return SK_PASS;
     }
-    // SAFETY: as above; address fields are readable for both families.
-    let (local, remote) = unsafe {
-        if family == AF_INET {
-            (from_ip4((*l).local_ip4), from_ip4((*l).remote_ip4))
-        } else {
-            (from_ip6((*l).local_ip6), from_ip6((*l).remote_ip6))
-        }
+    // Read every field up front, unconditionally: the verifier rejects context loads through a
+    // pointer LLVM derived before a branch.
+    let (local4, remote4) = (ctx_read!(l, local_ip4), ctx_read!(l, remote_ip4));
+    let local6 = [
+        ctx_read!(l, local_ip6[0]),
+        ctx_read!(l, local_ip6[1]),
+        ctx_read!(l, local_ip6[2]),
+        ctx_read!(l, local_ip6[3]),
+    ];
+    let remote6 = [
+        ctx_read!(l, remote_ip6[0]),
+        ctx_read!(l, remote_ip6[1]),
+        ctx_read!(l, remote_ip6[2]),
+        ctx_read!(l, remote_ip6[3]),
+    ];
+    let (local, remote) = if family == AF_INET {
+        (from_ip4(local4), from_ip4(remote4))
+    } else {
+        (from_ip6(local6), from_ip6(remote6))
     };
     // The proxy reaches the app from inside the pod with the pod's own address as source; so does
     // an app calling itself. Both go straight to the app.

@@ -11,6 +11,7 @@ use sockmesh_common::{ConnKey, stat};
 
 use crate::{
     addr::{from_ip4, from_ip6},
+    ctx_read,
     maps::{CONNS, PENDING, count},
 };
 
@@ -59,10 +60,27 @@ fn forget(ctx: &SockOpsContext) {
 fn conn_key(ctx: &SockOpsContext) -> ConnKey {
     // SAFETY: helper available to sock_ops programs.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast()) };
-    let ip = if ctx.family() == AF_INET {
-        from_ip4(ctx.local_ip4())
+    let ops = ctx.ops;
+    // Read every field up front, unconditionally: the verifier rejects context loads through a
+    // pointer LLVM derived before a branch.
+    let family = ctx_read!(ops, family);
+    let ip4 = ctx_read!(ops, local_ip4);
+    let ip6 = [
+        ctx_read!(ops, local_ip6[0]),
+        ctx_read!(ops, local_ip6[1]),
+        ctx_read!(ops, local_ip6[2]),
+        ctx_read!(ops, local_ip6[3]),
+    ];
+    let port = ctx_read!(ops, local_port);
+    let ip = if family == AF_INET {
+        from_ip4(ip4)
     } else {
-        from_ip6(ctx.local_ip6())
+        from_ip6(ip6)
     };
-    ConnKey { netns_cookie, ip, port: ctx.local_port() as u16, _pad: [0; 6] }
+    ConnKey {
+        netns_cookie,
+        ip,
+        port: port as u16,
+        _pad: [0; 6],
+    }
 }

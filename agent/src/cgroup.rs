@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 ///
 /// Hybrid hosts mount it at `/sys/fs/cgroup/unified`, unified hosts at `/sys/fs/cgroup`; never guess.
 pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     parse_cgroup2_mount(&info).context("no cgroup2 filesystem is mounted")
 }
 

@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand};
 use sockmesh_agent::{run, uninstall};
 
 #[derive(Parser)]
-#[command(name = "sockmesh", version, about = "Sidecar-less mutual TLS for Kubernetes pods")]
+#[command(
+    name = "sockmesh",
+    version,
+    about = "Sidecar-less mutual TLS for Kubernetes pods"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -35,7 +35,11 @@ impl Netns {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let file = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
         let inode = file.metadata()?.ino();
-        Ok(Self { file, path: path.to_path_buf(), inode })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            inode,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -45,9 +45,11 @@ pub struct RunArgs {
     pub connect_timeout_ms: u64,
 }
 
-pub async fn run(args: RunArgs, pods: watch::Receiver<Vec<PodSpec>>) -> anyhow::Result<()> {
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     netns::init_home()?;
+    let pods = crate::workload::config_source::watch_pods(&args.config, &args.node_name)?;
     let mount = cgroup::cgroup2_mount()?;
+    crate::bpffs::ensure(&args.pin_dir)?;
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
     let capture = Arc::new(Capture::load(&CaptureConfig {
         pin_dir: args.pin_dir.clone(),

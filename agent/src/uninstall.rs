@@ -19,6 +19,9 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
     // bpffs allows unlinking pins and removing empty directories; remove_dir_all does both.
     std::fs::remove_dir_all(&args.pin_dir)
         .with_context(|| format!("removing {}", args.pin_dir.display()))?;
-    println!("removed {}: programs detached, maps released", args.pin_dir.display());
+    println!(
+        "removed {}: programs detached, maps released",
+        args.pin_dir.display()
+    );
     Ok(())
 }

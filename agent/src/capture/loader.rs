@@ -70,7 +70,10 @@ impl Capture {
             loader.map_pin_path(name, layout.map(name));
         }
         let mut ebpf = loader
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockmesh")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/sockmesh"
+            )))
             .context("loading the eBPF object")?;
 
         let cgroup = File::open(&config.cgroup_root)
@@ -82,7 +85,8 @@ impl Capture {
         let sk_lookup: &mut SkLookup = program(&mut ebpf, SK_LOOKUP_PROGRAM)?;
         sk_lookup.load().context("loading sk_lookup")?;
 
-        let mut excluded: HashMap<MapData, PortKey, u8> = take(&mut ebpf, map_names::EXCLUDED_PORTS)?;
+        let mut excluded: HashMap<MapData, PortKey, u8> =
+            take(&mut ebpf, map_names::EXCLUDED_PORTS)?;
         sync_excluded_ports(&mut excluded, config)?;
         let capture = Self {
             workloads: Mutex::new(take(&mut ebpf, map_names::WORKLOADS)?),
@@ -120,7 +124,10 @@ impl Capture {
 
     /// cgroup ids currently in `WORKLOADS` (including entries left by an earlier agent).
     pub fn workload_cgroups(&self) -> Vec<u64> {
-        lock(&self.workloads).keys().filter_map(Result::ok).collect()
+        lock(&self.workloads)
+            .keys()
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// Registers a pod address and the inbound listener (in the pod's netns) that serves it.
@@ -145,7 +152,10 @@ impl Capture {
 
     /// Pod addresses currently in `POD_ADDRS` (including entries left by an earlier agent).
     pub fn pod_addrs(&self) -> Vec<Addr> {
-        lock(&self.pod_addrs).keys().filter_map(Result::ok).collect()
+        lock(&self.pod_addrs)
+            .keys()
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// Links the sk_lookup program into a pod's network namespace (replacing an earlier link).
@@ -224,10 +234,15 @@ fn attach_cgroup_program(
 /// the new one is attached, so there is no moment without capture.
 pub(super) fn pin_replacing(link: FdLink, path: &Path) -> anyhow::Result<()> {
     let old = match PinnedLink::from_pin(path) {
-        Ok(pinned) => Some(pinned.unpin().with_context(|| format!("unpinning {}", path.display()))?),
+        Ok(pinned) => Some(
+            pinned
+                .unpin()
+                .with_context(|| format!("unpinning {}", path.display()))?,
+        ),
         Err(_) => None,
     };
-    link.pin(path).with_context(|| format!("pinning {}", path.display()))?;
+    link.pin(path)
+        .with_context(|| format!("pinning {}", path.display()))?;
     if old.is_some() {
         info!(pin = %path.display(), "took over pinned link");
     }
@@ -245,7 +260,11 @@ fn sync_excluded_ports(
     ] {
         wanted.extend(ports.iter().map(|&port| PortKey { port, direction }));
     }
-    let stale: Vec<PortKey> = map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+    let stale: Vec<PortKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
     for key in stale {
         map.remove(&key)?;
     }

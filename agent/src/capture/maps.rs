@@ -21,11 +21,18 @@ pub struct OriginalDst {
 impl From<OrigDst> for OriginalDst {
     fn from(o: OrigDst) -> Self {
         let ip = if is_v4_mapped(&o.ip) {
-            IpAddr::V4(Ipv6Addr::from(o.ip).to_ipv4_mapped().expect("checked v4-mapped"))
+            IpAddr::V4(
+                Ipv6Addr::from(o.ip)
+                    .to_ipv4_mapped()
+                    .expect("checked v4-mapped"),
+            )
         } else {
             IpAddr::V6(Ipv6Addr::from(o.ip))
         };
-        Self { addr: SocketAddr::new(ip, o.port), cgroup_id: o.cgroup_id }
+        Self {
+            addr: SocketAddr::new(ip, o.port),
+            cgroup_id: o.cgroup_id,
+        }
     }
 }
 
@@ -36,13 +43,31 @@ mod tests {
     #[test]
     fn mapped_addresses_come_back_as_ipv4() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let o = OrigDst { cgroup_id: 7, ip: addr_key(ip), port: 8080, family: 10, _pad: 0 };
+        let o = OrigDst {
+            cgroup_id: 7,
+            ip: addr_key(ip),
+            port: 8080,
+            family: 10,
+            _pad: 0,
+        };
         assert_eq!(
             OriginalDst::from(o),
-            OriginalDst { addr: "10.1.2.3:8080".parse().unwrap(), cgroup_id: 7 }
+            OriginalDst {
+                addr: "10.1.2.3:8080".parse().unwrap(),
+                cgroup_id: 7
+            }
         );
         let ip6: IpAddr = "fd00::2".parse().unwrap();
-        let o = OrigDst { cgroup_id: 7, ip: addr_key(ip6), port: 80, family: 10, _pad: 0 };
-        assert_eq!(OriginalDst::from(o).addr, "[fd00::2]:80".parse::<SocketAddr>().unwrap());
+        let o = OrigDst {
+            cgroup_id: 7,
+            ip: addr_key(ip6),
+            port: 80,
+            family: 10,
+            _pad: 0,
+        };
+        assert_eq!(
+            OriginalDst::from(o).addr,
+            "[fd00::2]:80".parse::<SocketAddr>().unwrap()
+        );
     }
 }

@@ -11,7 +11,9 @@ pub struct PinLayout {
 
 impl PinLayout {
     pub fn new(pin_dir: &Path) -> Self {
-        Self { root: pin_dir.join(format!("v{MAP_LAYOUT_VERSION}")) }
+        Self {
+            root: pin_dir.join(format!("v{MAP_LAYOUT_VERSION}")),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -49,7 +51,10 @@ mod tests {
     fn netns_link_names_round_trip() {
         let p = PinLayout::new(Path::new("/sys/fs/bpf/sockmesh"));
         let link = p.netns_link(4026532290);
-        assert_eq!(link, Path::new("/sys/fs/bpf/sockmesh/v1/links/sk_lookup_netns_4026532290"));
+        assert_eq!(
+            link,
+            Path::new("/sys/fs/bpf/sockmesh/v1/links/sk_lookup_netns_4026532290")
+        );
         let name = link.file_name().unwrap().to_str().unwrap();
         assert_eq!(PinLayout::netns_inode_of(name), Some(4026532290));
         assert_eq!(PinLayout::netns_inode_of("connect4"), None);

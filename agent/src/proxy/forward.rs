@@ -16,5 +16,8 @@ where
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let (to_upstream, to_downstream) = tokio::io::copy_bidirectional(downstream, upstream).await?;
-    Ok(Transferred { to_upstream, to_downstream })
+    Ok(Transferred {
+        to_upstream,
+        to_downstream,
+    })
 }

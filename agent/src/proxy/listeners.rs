@@ -43,8 +43,16 @@ impl PodListeners {
                 listen(v6(inbound_port)),
             )
         })?;
-        let out4 = out4.with_context(|| format!("binding {} in {}", v4(outbound_port), netns.path().display()))?;
-        let in4 = in4.with_context(|| format!("binding {} in {}", v4(inbound_port), netns.path().display()))?;
+        let out4 = out4.with_context(|| {
+            format!(
+                "binding {} in {}",
+                v4(outbound_port),
+                netns.path().display()
+            )
+        })?;
+        let in4 = in4.with_context(|| {
+            format!("binding {} in {}", v4(inbound_port), netns.path().display())
+        })?;
         let netns_cookie = netns_cookie(&out4)?;
         let optional_v6 = |l: io::Result<std::net::TcpListener>, port| match l {
             Ok(l) => Some(l),

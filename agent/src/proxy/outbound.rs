@@ -15,8 +15,14 @@ pub enum OutboundError {
     NoOriginalDst(SocketAddr),
     #[error("cgroup {0} is not an enrolled workload: refusing")]
     UnknownCgroup(u64),
-    #[error("cgroup {cgroup} belongs to pod {owner}, not to the listener's pod {listener}: refusing")]
-    CgroupMismatch { cgroup: u64, owner: String, listener: String },
+    #[error(
+        "cgroup {cgroup} belongs to pod {owner}, not to the listener's pod {listener}: refusing"
+    )]
+    CgroupMismatch {
+        cgroup: u64,
+        owner: String,
+        listener: String,
+    },
     #[error("upstream {0}: {1}")]
     Upstream(SocketAddr, std::io::Error),
 }
@@ -50,7 +56,10 @@ async fn handle(
         port: peer.port(),
         _pad: [0; 6],
     };
-    let orig = proxy.capture.original_dst(&key).ok_or(OutboundError::NoOriginalDst(peer))?;
+    let orig = proxy
+        .capture
+        .original_dst(&key)
+        .ok_or(OutboundError::NoOriginalDst(peer))?;
     let source = proxy
         .workloads
         .get(orig.cgroup_id)
@@ -66,8 +75,12 @@ async fn handle(
         .await
         .map_err(|e| OutboundError::Upstream(orig.addr, e))?;
     match forward(&mut downstream, &mut upstream).await {
-        Ok(t) => debug!(pod = %source.spec.key(), dst = %orig.addr, sent = t.to_upstream, received = t.to_downstream, "outbound closed"),
-        Err(e) => debug!(pod = %source.spec.key(), dst = %orig.addr, error = %e, "outbound ended with error"),
+        Ok(t) => {
+            debug!(pod = %source.spec.key(), dst = %orig.addr, sent = t.to_upstream, received = t.to_downstream, "outbound closed")
+        }
+        Err(e) => {
+            debug!(pod = %source.spec.key(), dst = %orig.addr, error = %e, "outbound ended with error")
+        }
     }
     Ok(())
 }

@@ -7,12 +7,22 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::netns::Netns;
 
-pub async fn connect_in(netns: &Netns, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = netns.run(|| Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP)))??;
+pub async fn connect_in(
+    netns: &Netns,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let socket = netns
+        .run(|| Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP)))??;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     let socket = TcpSocket::from_std_stream(socket.into());
     tokio::time::timeout(timeout, socket.connect(dst))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out")))?
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {dst} timed out"),
+            )
+        })?
 }

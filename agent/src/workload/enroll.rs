@@ -41,8 +41,20 @@ pub struct Enroller {
 }
 
 impl Enroller {
-    pub fn new(proxy: Arc<Proxy>, cgroup_mount: PathBuf, outbound_port: u16, inbound_port: u16) -> Self {
-        Self { proxy, cgroup_mount, outbound_port, inbound_port, enrolled: BTreeMap::new(), next_id: 1 }
+    pub fn new(
+        proxy: Arc<Proxy>,
+        cgroup_mount: PathBuf,
+        outbound_port: u16,
+        inbound_port: u16,
+    ) -> Self {
+        Self {
+            proxy,
+            cgroup_mount,
+            outbound_port,
+            inbound_port,
+            enrolled: BTreeMap::new(),
+            next_id: 1,
+        }
     }
 
     fn capture(&self) -> &Capture {
@@ -83,20 +95,32 @@ impl Enroller {
     /// Removes capture state that no enrolled pod owns: leftovers of an earlier agent whose pods
     /// are gone. Called after the first reconcile.
     pub fn sweep_stale(&self) {
-        let cgroups: HashSet<u64> = self.enrolled.values().flat_map(|e| e.cgroup_ids.iter().copied()).collect();
+        let cgroups: HashSet<u64> = self
+            .enrolled
+            .values()
+            .flat_map(|e| e.cgroup_ids.iter().copied())
+            .collect();
         for id in self.capture().workload_cgroups() {
             if !cgroups.contains(&id) {
                 info!(cgroup_id = id, "removing stale workload entry");
                 self.capture().remove_workload(id);
             }
         }
-        let addrs: HashSet<Addr> = self.enrolled.values().flat_map(|e| e.addrs.iter().copied()).collect();
+        let addrs: HashSet<Addr> = self
+            .enrolled
+            .values()
+            .flat_map(|e| e.addrs.iter().copied())
+            .collect();
         for addr in self.capture().pod_addrs() {
             if !addrs.contains(&addr) {
                 self.capture().remove_pod_addr(&addr);
             }
         }
-        let namespaces: HashSet<u64> = self.enrolled.values().map(|e| e.pod.netns.inode()).collect();
+        let namespaces: HashSet<u64> = self
+            .enrolled
+            .values()
+            .map(|e| e.pod.netns.inode())
+            .collect();
         for inode in self.capture().linked_netns() {
             if !namespaces.contains(&inode) {
                 info!(netns_inode = inode, "removing stale sk_lookup link");
@@ -124,9 +148,19 @@ impl Enroller {
         let listeners = PodListeners::bind(&netns, self.outbound_port, self.inbound_port)?;
         let id = self.next_id;
         self.next_id += 1;
-        let pod = Arc::new(EnrolledPod { id, spec: spec.clone(), netns, netns_cookie: listeners.netns_cookie });
+        let pod = Arc::new(EnrolledPod {
+            id,
+            spec: spec.clone(),
+            netns,
+            netns_cookie: listeners.netns_cookie,
+        });
 
-        let mut enrollment = Enrollment { pod: pod.clone(), cgroup_ids: Vec::new(), addrs: Vec::new(), accept_loops: Vec::new() };
+        let mut enrollment = Enrollment {
+            pod: pod.clone(),
+            cgroup_ids: Vec::new(),
+            addrs: Vec::new(),
+            accept_loops: Vec::new(),
+        };
         if let Err(e) = self.install(&mut enrollment, listeners, &cgroup_ids) {
             self.remove(&enrollment);
             return Err(e);
@@ -134,11 +168,22 @@ impl Enroller {
         Ok(enrollment)
     }
 
-    fn install(&self, e: &mut Enrollment, listeners: PodListeners, cgroup_ids: &[u64]) -> anyhow::Result<()> {
+    fn install(
+        &self,
+        e: &mut Enrollment,
+        listeners: PodListeners,
+        cgroup_ids: &[u64],
+    ) -> anyhow::Result<()> {
         let pod = e.pod.clone();
-        self.capture().link_netns(&pod.netns).context("linking sk_lookup")?;
+        self.capture()
+            .link_netns(&pod.netns)
+            .context("linking sk_lookup")?;
         for ip in &pod.spec.ips {
-            let inbound = if ip.is_ipv4() { Some(&listeners.inbound_v4) } else { listeners.inbound_v6.as_ref() };
+            let inbound = if ip.is_ipv4() {
+                Some(&listeners.inbound_v4)
+            } else {
+                listeners.inbound_v6.as_ref()
+            };
             let Some(inbound) = inbound else {
                 warn!(pod = %pod.spec.key(), %ip, "no IPv6 listener: inbound IPv6 not captured");
                 continue;
@@ -147,17 +192,40 @@ impl Enroller {
             self.capture().insert_pod_addr(addr, pod.id, inbound)?;
             e.addrs.push(addr);
         }
-        let PodListeners { outbound_v4, outbound_v6, inbound_v4, inbound_v6, .. } = listeners;
+        let PodListeners {
+            outbound_v4,
+            outbound_v6,
+            inbound_v4,
+            inbound_v6,
+            ..
+        } = listeners;
         let proxy = &self.proxy;
-        e.accept_loops.push(tokio::spawn(serve_outbound(outbound_v4, pod.clone(), proxy.clone())));
-        e.accept_loops.extend(outbound_v6.map(|l| tokio::spawn(serve_outbound(l, pod.clone(), proxy.clone()))));
-        e.accept_loops.push(tokio::spawn(serve_inbound(inbound_v4, pod.clone(), proxy.clone())));
-        e.accept_loops.extend(inbound_v6.map(|l| tokio::spawn(serve_inbound(l, pod.clone(), proxy.clone()))));
+        e.accept_loops.push(tokio::spawn(serve_outbound(
+            outbound_v4,
+            pod.clone(),
+            proxy.clone(),
+        )));
+        e.accept_loops.extend(
+            outbound_v6.map(|l| tokio::spawn(serve_outbound(l, pod.clone(), proxy.clone()))),
+        );
+        e.accept_loops.push(tokio::spawn(serve_inbound(
+            inbound_v4,
+            pod.clone(),
+            proxy.clone(),
+        )));
+        e.accept_loops
+            .extend(inbound_v6.map(|l| tokio::spawn(serve_inbound(l, pod.clone(), proxy.clone()))));
         for &cgroup in cgroup_ids {
             self.workloads().insert(cgroup, pod.clone());
             e.cgroup_ids.push(cgroup);
-            self.capture()
-                .insert_workload(cgroup, Workload { pod_id: pod.id, outbound_port: self.outbound_port, _pad: 0 })?;
+            self.capture().insert_workload(
+                cgroup,
+                Workload {
+                    pod_id: pod.id,
+                    outbound_port: self.outbound_port,
+                    _pad: 0,
+                },
+            )?;
         }
         Ok(())
     }

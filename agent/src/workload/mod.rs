@@ -1,4 +1,5 @@
 //! Workloads: which pods this node enrolls, and the registry the proxy consults per connection.
+pub mod config_source;
 mod enroll;
 mod registry;
 mod spec;

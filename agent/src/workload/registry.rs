@@ -46,7 +46,11 @@ impl WorkloadByCgroup {
     pub fn pods(&self) -> Vec<(Arc<EnrolledPod>, Vec<u64>)> {
         let mut by_id: HashMap<u32, (Arc<EnrolledPod>, Vec<u64>)> = HashMap::new();
         for (cgroup, pod) in self.read().iter() {
-            by_id.entry(pod.id).or_insert_with(|| (pod.clone(), Vec::new())).1.push(*cgroup);
+            by_id
+                .entry(pod.id)
+                .or_insert_with(|| (pod.clone(), Vec::new()))
+                .1
+                .push(*cgroup);
         }
         let mut pods: Vec<_> = by_id.into_values().collect();
         pods.sort_by_key(|(p, _)| p.spec.key());
@@ -54,6 +58,8 @@ impl WorkloadByCgroup {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<EnrolledPod>>> {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
