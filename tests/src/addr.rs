@@ -65,10 +65,22 @@ pub(crate) fn pod_v4(slot: u8, node: u8, host: u8) -> Ipv4Addr {
 }
 
 pub(crate) fn pod_v6(slot: u8, node: u8, host: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0x736d, slot.into(), node.into(), 0, 0, 0, host.into())
+    Ipv6Addr::new(
+        0xfd00,
+        0x736d,
+        slot.into(),
+        node.into(),
+        0,
+        0,
+        0,
+        host.into(),
+    )
 }
 
 /// The node's pod subnets in CIDR form (IPv4, IPv6).
 pub(crate) fn pod_cidrs(slot: u8, node: u8) -> (String, String) {
-    (format!("{}/24", pod_v4(slot, node, 0)), format!("{}/64", pod_v6(slot, node, 0)))
+    (
+        format!("{}/24", pod_v4(slot, node, 0)),
+        format!("{}/64", pod_v6(slot, node, 0)),
+    )
 }

@@ -75,7 +75,13 @@ impl TestBed {
         }
         let clean: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(24)
             .collect();
         let seq = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +100,14 @@ impl TestBed {
         };
         // From here on the bed owns what exists: a failure below is cleaned up by Drop.
         let partial = TestBed {
-            shared: Arc::new(BedShared { id, slot, cgroup, workdir, fabric, state: Mutex::default() }),
+            shared: Arc::new(BedShared {
+                id,
+                slot,
+                cgroup,
+                workdir,
+                fabric,
+                state: Mutex::default(),
+            }),
         };
         let fabric = &partial.shared.fabric;
         fabric.ip_batch(&["link add br0 type bridge", "link set br0 up"])?;
@@ -168,7 +181,10 @@ impl TestBed {
         let dir = self.config_dir();
         let state = self.shared.state();
         for (ns, labels) in &state.namespaces {
-            write_atomic(&dir.join(format!("namespace-{ns}.yaml")), &yaml::namespace(ns, labels))?;
+            write_atomic(
+                &dir.join(format!("namespace-{ns}.yaml")),
+                &yaml::namespace(ns, labels),
+            )?;
         }
         for pod in &state.pods {
             write_atomic(&dir.join(pod.yaml_file_name()), &pod.yaml())?;
@@ -201,11 +217,18 @@ impl TestBed {
             }
         }
         if std::thread::panicking() {
-            eprintln!("testbed: test failed; logs kept in {}", self.shared.workdir.display());
+            eprintln!(
+                "testbed: test failed; logs kept in {}",
+                self.shared.workdir.display()
+            );
         } else if let Err(e) = fs::remove_dir_all(&self.shared.workdir) {
             errors.push(format!("rm {}: {e}", self.shared.workdir.display()));
         }
-        if errors.is_empty() { Ok(()) } else { bail!(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!(errors.join("; "))
+        }
     }
 }
 

@@ -55,8 +55,13 @@ impl WireCapture {
             };
             record(&sock, &flag)
         });
-        ready_rx.recv().map_err(|_| anyhow!("capture thread died"))??;
-        Ok(WireCapture { stop, thread: Some(thread) })
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("capture thread died"))??;
+        Ok(WireCapture {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the capture and returns the frames and TCP flows seen.
@@ -68,7 +73,9 @@ impl WireCapture {
     fn stop_thread(&mut self) -> Result<Wire> {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take().context("capture already finished")?;
-        thread.join().map_err(|_| anyhow!("capture thread panicked"))?
+        thread
+            .join()
+            .map_err(|_| anyhow!("capture thread panicked"))?
     }
 }
 
@@ -111,7 +118,10 @@ fn open_socket() -> Result<OwnedFd> {
     // Bulk transfers must not overflow the queue between two polls (root may exceed rmem_max).
     let rcvbuf: libc::c_int = 64 << 20;
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf)?;
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 10_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 10_000,
+    };
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     Ok(fd)
 }
@@ -142,7 +152,9 @@ fn record(sock: &OwnedFd, stop: &AtomicBool) -> Result<Wire> {
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if stopping => break,
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => {
                     continue;
                 }
                 _ => return Err(err).context("recvfrom(AF_PACKET)"),
@@ -150,17 +162,23 @@ fn record(sock: &OwnedFd, stop: &AtomicBool) -> Result<Wire> {
         }
         // Every frame is seen entering the bridge on one port and leaving on another: keep only
         // the entering copy, and ignore what the bridge device itself receives.
-        if from.sll_pkttype == libc::PACKET_OUTGOING as u8 || from.sll_ifindex == bridge {
+        if from.sll_pkttype == libc::PACKET_OUTGOING || from.sll_ifindex == bridge {
             continue;
         }
-        wire.push(Frame { time: SystemTime::now(), data: buf[..n as usize].to_vec() });
+        wire.push(Frame {
+            time: SystemTime::now(),
+            data: buf[..n as usize].to_vec(),
+        });
     }
     wire.dropped = dropped(sock);
     Ok(wire)
 }
 
 fn dropped(sock: &OwnedFd) -> u32 {
-    let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
     let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
     // SAFETY: stats is valid for len bytes.
     let ret = unsafe {
@@ -206,7 +224,11 @@ impl Segment {
                 let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
                 let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
                 let end = total.min(ip.len());
-                (IpAddr::from(Ipv4Addr::from(src)), IpAddr::from(Ipv4Addr::from(dst)), ip.get(ihl..end)?)
+                (
+                    IpAddr::from(Ipv4Addr::from(src)),
+                    IpAddr::from(Ipv4Addr::from(dst)),
+                    ip.get(ihl..end)?,
+                )
             }
             0x86dd => {
                 let len = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
@@ -216,7 +238,11 @@ impl Segment {
                 let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
                 let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
                 let end = (40 + len).min(ip.len());
-                (IpAddr::from(Ipv6Addr::from(src)), IpAddr::from(Ipv6Addr::from(dst)), ip.get(40..end)?)
+                (
+                    IpAddr::from(Ipv6Addr::from(src)),
+                    IpAddr::from(Ipv6Addr::from(dst)),
+                    ip.get(40..end)?,
+                )
             }
             _ => return None,
         };
@@ -267,7 +293,9 @@ fn find(hay: &[u8], needle: &[u8]) -> bool {
 pub fn is_tls_records(bytes: &[u8]) -> bool {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let Some(header) = rest.get(..5) else { return false };
+        let Some(header) = rest.get(..5) else {
+            return false;
+        };
         let content_type_ok = (20..=23).contains(&header[0]);
         let version_ok = header[1] == 3 && (1..=4).contains(&header[2]);
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
@@ -364,7 +392,9 @@ impl Wire {
 /// Orders one direction's segments by sequence number and drops retransmitted bytes.
 fn reassemble<'a>(segs: impl Iterator<Item = &'a Segment>) -> Vec<u8> {
     let segs: Vec<&Segment> = segs.collect();
-    let Some(first) = segs.first() else { return Vec::new() };
+    let Some(first) = segs.first() else {
+        return Vec::new();
+    };
     // A SYN consumes one sequence number; data starts after it.
     let base = segs
         .iter()
@@ -373,7 +403,12 @@ fn reassemble<'a>(segs: impl Iterator<Item = &'a Segment>) -> Vec<u8> {
     let mut parts: Vec<(i64, &[u8])> = segs
         .iter()
         .filter(|s| !s.payload.is_empty())
-        .map(|s| (i64::from(s.seq.wrapping_sub(base) as i32), s.payload.as_slice()))
+        .map(|s| {
+            (
+                i64::from(s.seq.wrapping_sub(base) as i32),
+                s.payload.as_slice(),
+            )
+        })
         .collect();
     parts.sort_by_key(|(off, _)| *off);
     let mut out = Vec::new();

@@ -23,7 +23,11 @@ impl Cgroup {
         let path = cgroup2_mount()?.join(rel.trim_start_matches('/'));
         fs::create_dir(&path).with_context(|| format!("mkdir cgroup {}", path.display()))?;
         let id = fs::metadata(&path)?.ino();
-        Ok(Cgroup { path, rel: rel.to_owned(), id })
+        Ok(Cgroup {
+            path,
+            rel: rel.to_owned(),
+            id,
+        })
     }
 
     /// Absolute path, e.g. `/sys/fs/cgroup/unified/smt-123-0-capture/n1`.
@@ -60,7 +64,8 @@ pub fn cgroup2_mount() -> Result<&'static Path> {
         .lines()
         .find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4))?
         })
         .context("no cgroup2 mount in /proc/self/mountinfo")?;
     Ok(MOUNT.get_or_init(|| PathBuf::from(found)))

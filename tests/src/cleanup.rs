@@ -34,7 +34,9 @@ fn is_stale(name: &str) -> bool {
 
 /// Names of stale entries in `dir`.
 fn stale_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| is_stale(n))

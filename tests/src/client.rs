@@ -74,7 +74,11 @@ pub(crate) fn parse_connect(out: &Output) -> Result<EchoReply> {
         return serde_json::from_str(line).with_context(|| format!("bad reply: {line}"));
     }
     let f: Failure = serde_json::from_str(line).with_context(|| format!("bad failure: {line}"))?;
-    Err(ConnectError { kind: f.error, detail: f.detail }.into())
+    Err(ConnectError {
+        kind: f.error,
+        detail: f.detail,
+    }
+    .into())
 }
 
 pub(crate) fn parse_many(out: &Output) -> Result<ManyReport> {
@@ -86,6 +90,10 @@ fn stdout_line(out: &Output) -> Result<&str> {
     let text = std::str::from_utf8(&out.stdout).context("pod-tool output is not UTF-8")?;
     match text.lines().last() {
         Some(line) => Ok(line),
-        None => bail!("pod-tool printed nothing ({}); stderr: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+        None => bail!(
+            "pod-tool printed nothing ({}); stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }

@@ -25,7 +25,10 @@ impl Netns {
     /// Creates `/run/netns/NAME` with loopback up and IPv6 DAD off, so addresses are usable at once.
     pub(crate) fn create(name: &str) -> Result<Netns> {
         run_ip(&["netns", "add", name])?;
-        let ns = Netns { name: name.to_owned(), path: Path::new(NETNS_DIR).join(name) };
+        let ns = Netns {
+            name: name.to_owned(),
+            path: Path::new(NETNS_DIR).join(name),
+        };
         let setup = ns
             .sysctl("net/ipv6/conf/all/accept_dad", "0")
             .and_then(|()| ns.sysctl("net/ipv6/conf/default/accept_dad", "0"))
@@ -54,7 +57,11 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawn ip (is iproute2 installed?)")?;
-        child.stdin.take().expect("piped").write_all(cmds.join("\n").as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(cmds.join("\n").as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!(
@@ -72,7 +79,8 @@ impl Netns {
         let key = key.to_owned();
         let value = value.to_owned();
         in_netns(&self.path, move || {
-            fs::write(Path::new("/proc/sys").join(&key), &value).with_context(|| format!("sysctl {key}"))
+            fs::write(Path::new("/proc/sys").join(&key), &value)
+                .with_context(|| format!("sysctl {key}"))
         })?
     }
 
@@ -118,7 +126,11 @@ pub(crate) fn in_netns<T: Send + 'static>(
 fn run_ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip").args(args).output().context("spawn ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -46,7 +46,10 @@ impl Node {
         netns.sysctl("net/ipv6/conf/all/forwarding", "1")?;
         let port = format!("n{index}");
         bed.fabric.ip_batch(&[
-            &format!("link add {port} type veth peer name uplink netns {}", netns.name()),
+            &format!(
+                "link add {port} type veth peer name uplink netns {}",
+                netns.name()
+            ),
             &format!("link set {port} master br0 up"),
         ])?;
         let (gw4, gw6) = (addr::pod_v4(slot, index, 1), addr::pod_v6(slot, index, 1));
@@ -77,7 +80,10 @@ impl Node {
         };
         let back = node.route_cmds();
         for other in bed.state().nodes.iter() {
-            other.inner.netns.ip_batch(&back.iter().map(String::as_str).collect::<Vec<_>>())?;
+            other
+                .inner
+                .netns
+                .ip_batch(&back.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         Ok(node)
     }
@@ -102,10 +108,19 @@ impl Node {
         let bed = &self.inner.bed;
         let index = {
             let state = bed.state();
-            if state.pods.iter().any(|p| p.namespace() == namespace && p.name() == name) {
+            if state
+                .pods
+                .iter()
+                .any(|p| p.namespace() == namespace && p.name() == name)
+            {
                 bail!("pod {namespace}/{name} exists");
             }
-            state.pods.iter().filter(|p| p.node() == self.name()).count() + 1
+            state
+                .pods
+                .iter()
+                .filter(|p| p.node() == self.name())
+                .count()
+                + 1
         };
         if index > usize::from(MAX_PODS) {
             bail!("at most {MAX_PODS} pods per node");
@@ -151,8 +166,15 @@ impl Node {
     /// Starts an agent (or any helper) in [`Node::agent_cgroup`] in the root netns; output goes
     /// to [`Process::log`].
     pub fn spawn_agent(&self, cmd: Command) -> Result<Process> {
-        let placement = Placement { cgroup: self.inner.agent_cgroup.clone(), netns: None };
-        let log = self.inner.bed.workdir.join(format!("agent-{}.log", self.name()));
+        let placement = Placement {
+            cgroup: self.inner.agent_cgroup.clone(),
+            netns: None,
+        };
+        let log = self
+            .inner
+            .bed
+            .workdir
+            .join(format!("agent-{}.log", self.name()));
         placement.spawn(cmd, log)
     }
 
@@ -178,6 +200,11 @@ impl Node {
     /// Pods on this node.
     pub fn pods(&self) -> Vec<Pod> {
         let state = self.inner.bed.state();
-        state.pods.iter().filter(|p| p.node() == self.name()).cloned().collect()
+        state
+            .pods
+            .iter()
+            .filter(|p| p.node() == self.name())
+            .cloned()
+            .collect()
     }
 }

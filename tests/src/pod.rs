@@ -94,10 +94,14 @@ impl Pod {
         let (ipv4, ipv6) = (addr::pod_v4(slot, n, host), addr::pod_v6(slot, n, host));
         let (gw4, gw6) = (addr::pod_v4(slot, n, 1), addr::pod_v6(slot, n, 1));
         let cgroup = Cgroup::create(&format!("{}/{namespace}.{name}", node.pods_cgroup().rel()))?;
-        let netns = bed.create_netns(&format!("p-{namespace}-{name}"))?;
+        // Namespaces have no dots, so `<namespace>.<name>` cannot collide.
+        let netns = bed.create_netns(&format!("p-{namespace}.{name}"))?;
         let port = format!("p{index}");
         node.netns().ip_batch(&[
-            &format!("link add {port} type veth peer name eth0 netns {}", netns.name()),
+            &format!(
+                "link add {port} type veth peer name eth0 netns {}",
+                netns.name()
+            ),
             &format!("link set {port} master br0 up"),
         ])?;
         netns.ip_batch(&[
@@ -166,7 +170,7 @@ impl Pod {
         SocketAddr::from((IpAddr::V6(self.inner.ipv4.to_ipv6_mapped()), port))
     }
 
-    /// `/run/netns/<bed id>-p-<namespace>-<name>`.
+    /// `/run/netns/<bed id>-p-<namespace>.<name>`.
     pub fn netns_path(&self) -> &Path {
         self.inner.netns.path()
     }
@@ -198,7 +202,11 @@ impl Pod {
     }
 
     pub fn containers(&self) -> Vec<Container> {
-        self.inner.containers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The container named `name`, if any.
@@ -208,20 +216,32 @@ impl Pod {
 
     /// The container every pod has ([`MAIN_CONTAINER`]).
     pub fn main(&self) -> Container {
-        self.container(MAIN_CONTAINER).expect("every pod has a main container")
+        self.container(MAIN_CONTAINER)
+            .expect("every pod has a main container")
     }
 
     /// Adds a container: a new cgroup `<pod cgroup>/<name>` sharing the pod's netns.
     pub fn add_container(&self, name: &str) -> Result<Container> {
-        let mut containers = self.inner.containers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut containers = self
+            .inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if containers.iter().any(|c| c.name() == name) {
-            bail!("container {name} exists in pod {}/{}", self.namespace(), self.name());
+            bail!(
+                "container {name} exists in pod {}/{}",
+                self.namespace(),
+                self.name()
+            );
         }
         let cgroup = Cgroup::create(&format!("{}/{name}", self.cgroup_rel()))?;
         let container = Container {
             name: name.to_owned(),
             label: format!("{}.{}.{name}", self.namespace(), self.name()),
-            placement: Placement { cgroup, netns: Some(self.netns_path().to_owned()) },
+            placement: Placement {
+                cgroup,
+                netns: Some(self.netns_path().to_owned()),
+            },
             workdir: self.inner.workdir.clone(),
         };
         containers.push(container.clone());
@@ -238,12 +258,18 @@ impl Pod {
         self.main().run(cmd)
     }
 
+    /// [`Pod::run`] with another time limit.
+    pub fn run_timeout(&self, cmd: Command, timeout: Duration) -> Result<Output> {
+        self.main().run_timeout(cmd, timeout)
+    }
+
     /// Starts a pod-tool echo server on `port` (IPv4 and IPv6, all addresses) and waits until
     /// it listens. Replies carry `server = "<namespace>/<name>"`.
     pub fn serve_echo(&self, port: u16) -> Result<Process> {
         let mut cmd = Command::new(pod_tool()?);
         cmd.arg("serve").arg(port.to_string());
-        cmd.arg("--name").arg(format!("{}/{}", self.namespace(), self.name()));
+        cmd.arg("--name")
+            .arg(format!("{}/{}", self.namespace(), self.name()));
         let mut proc = self.spawn(cmd)?;
         proc.wait_for_log("listening", Duration::from_secs(10))?;
         Ok(proc)
@@ -252,10 +278,20 @@ impl Pod {
     /// Connects to `addr` from this pod, sends `msg`, returns the server's report. A failed
     /// connection is an error that downcasts to [`ConnectError`].
     pub fn connect(&self, addr: impl Display, msg: &str) -> Result<EchoReply> {
+        self.connect_timeout(addr, msg, CONNECT_TIMEOUT)
+    }
+
+    /// [`Pod::connect`] with another limit for connecting and for the reply.
+    pub fn connect_timeout(
+        &self,
+        addr: impl Display,
+        msg: &str,
+        timeout: Duration,
+    ) -> Result<EchoReply> {
         let mut cmd = Command::new(pod_tool()?);
         cmd.args(["connect", &addr.to_string(), msg, "--timeout"]);
-        cmd.arg(CONNECT_TIMEOUT.as_secs_f64().to_string());
-        client::parse_connect(&self.run(cmd)?)
+        cmd.arg(timeout.as_secs_f64().to_string());
+        client::parse_connect(&self.run_timeout(cmd, timeout * 2 + RUN_TIMEOUT)?)
     }
 
     /// Like [`Pod::connect`], for a connection that must fail: returns how it failed, and an
@@ -273,7 +309,12 @@ impl Pod {
     /// Opens `n` connections to `addr` at once, then one exchange on each.
     pub fn connect_many(&self, addr: impl Display, n: usize) -> Result<ManyReport> {
         let mut cmd = Command::new(pod_tool()?);
-        cmd.args(["connect-many", &addr.to_string(), &n.to_string(), "--timeout"]);
+        cmd.args([
+            "connect-many",
+            &addr.to_string(),
+            &n.to_string(),
+            "--timeout",
+        ]);
         cmd.arg(CONNECT_TIMEOUT.as_secs_f64().to_string());
         client::parse_many(&self.run(cmd)?)
     }
@@ -281,7 +322,11 @@ impl Pod {
     /// Kubernetes Pod manifest for the agent's `--config` directory.
     pub fn yaml(&self) -> String {
         let i = &self.inner;
-        let containers: Vec<String> = self.containers().iter().map(|c| c.name().to_owned()).collect();
+        let containers: Vec<String> = self
+            .containers()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
         yaml::pod(&yaml::PodManifest {
             name: &i.name,
             namespace: &i.namespace,
@@ -332,5 +377,10 @@ impl Container {
     /// Runs `cmd` in this container and returns its output; fails after [`RUN_TIMEOUT`].
     pub fn run(&self, cmd: Command) -> Result<Output> {
         self.placement.run(cmd, RUN_TIMEOUT)
+    }
+
+    /// [`Container::run`] with another time limit.
+    pub fn run_timeout(&self, cmd: Command, timeout: Duration) -> Result<Output> {
+        self.placement.run(cmd, timeout)
     }
 }

@@ -38,7 +38,11 @@ impl Placement {
             .with_context(|| format!("open cgroup.procs of {}", self.cgroup.rel()))?
             .into();
         let netns: Option<OwnedFd> = match &self.netns {
-            Some(p) => Some(File::open(p).with_context(|| format!("open {}", p.display()))?.into()),
+            Some(p) => Some(
+                File::open(p)
+                    .with_context(|| format!("open {}", p.display()))?
+                    .into(),
+            ),
             None => None,
         };
         // SAFETY: the closure only calls write(2) and setns(2) on descriptors it owns.
@@ -48,10 +52,10 @@ impl Placement {
                 if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
-                if let Some(ns) = &netns {
-                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                if let Some(ns) = &netns
+                    && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                {
+                    return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });
@@ -63,7 +67,9 @@ impl Placement {
     pub(crate) fn spawn(&self, mut cmd: Command, log: PathBuf) -> Result<Process> {
         self.apply(&mut cmd)?;
         let file = OpenOptions::new().create(true).append(true).open(&log)?;
-        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         Ok(Process { child, log })
     }
@@ -71,7 +77,9 @@ impl Placement {
     /// Runs `cmd` to completion and collects its output; kills it after `timeout`.
     pub(crate) fn run(&self, mut cmd: Command, timeout: Duration) -> Result<Output> {
         self.apply(&mut cmd)?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         let stdout = drain(child.stdout.take().expect("piped"));
         let stderr = drain(child.stderr.take().expect("piped"));
@@ -80,7 +88,10 @@ impl Placement {
             let _ = child.kill();
             let _ = child.wait();
             let err = stderr.join().unwrap_or_default();
-            bail!("{cmd:?} timed out after {timeout:?}; stderr: {}", String::from_utf8_lossy(&err));
+            bail!(
+                "{cmd:?} timed out after {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&err)
+            );
         };
         Ok(Output {
             status,
@@ -140,10 +151,16 @@ impl Process {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("process exited ({status}) before logging {needle:?}; log:\n{}", self.log());
+                bail!(
+                    "process exited ({status}) before logging {needle:?}; log:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() >= deadline {
-                bail!("no {needle:?} in log after {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "no {needle:?} in log after {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(5));
         }

@@ -81,5 +81,7 @@ fn build() -> Result<PathBuf> {
     if !status.success() {
         bail!("{cmd:?} failed");
     }
-    Ok(profile_dir.join(NAME))
+    Ok(target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(NAME))
 }

@@ -46,10 +46,20 @@ pub(crate) fn pod(m: &PodManifest<'_>) -> String {
     annotations.insert(CGROUP_ANNOTATION.to_owned(), m.cgroup.to_owned());
     annotations.insert(NETNS_ANNOTATION.to_owned(), m.netns.display().to_string());
     let mut out = String::from("apiVersion: v1\nkind: Pod\nmetadata:\n");
-    let _ = writeln!(out, "  name: {}\n  namespace: {}", q(m.name), q(m.namespace));
+    let _ = writeln!(
+        out,
+        "  name: {}\n  namespace: {}",
+        q(m.name),
+        q(m.namespace)
+    );
     map(&mut out, "labels", m.labels);
     map(&mut out, "annotations", &annotations);
-    let _ = writeln!(out, "spec:\n  nodeName: {}\n  serviceAccountName: {}", q(m.node), q(m.service_account));
+    let _ = writeln!(
+        out,
+        "spec:\n  nodeName: {}\n  serviceAccountName: {}",
+        q(m.node),
+        q(m.service_account)
+    );
     out.push_str("  containers:\n");
     for c in m.containers {
         let _ = writeln!(out, "  - name: {}\n    image: \"sockmesh/pod-tool\"", q(c));

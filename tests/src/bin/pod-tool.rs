@@ -53,7 +53,10 @@ struct Args {
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut out = Args { positional: Vec::new(), options: BTreeMap::new() };
+    let mut out = Args {
+        positional: Vec::new(),
+        options: BTreeMap::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.strip_prefix("--") {
@@ -69,7 +72,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
 
 impl Args {
     fn pos<T: std::str::FromStr>(&self, i: usize, what: &str) -> Result<T, String> {
-        let raw = self.positional.get(i).ok_or_else(|| format!("missing {what}; {USAGE}"))?;
+        let raw = self
+            .positional
+            .get(i)
+            .ok_or_else(|| format!("missing {what}; {USAGE}"))?;
         raw.parse().map_err(|_| format!("bad {what}: {raw}"))
     }
 
@@ -126,7 +132,9 @@ fn accept_loop(listener: TcpListener, name: &str) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let name = name.to_owned();
-        let spawned = thread::Builder::new().stack_size(STACK).spawn(move || echo(conn, &name));
+        let spawned = thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || echo(conn, &name));
         if let Err(e) = spawned {
             eprintln!("pod-tool: no thread for connection: {e}");
         }
@@ -135,8 +143,12 @@ fn accept_loop(listener: TcpListener, name: &str) {
 
 /// Answers every line of one connection until the peer closes it.
 fn echo(conn: TcpStream, name: &str) {
-    let (Ok(peer), Ok(local)) = (conn.peer_addr(), conn.local_addr()) else { return };
-    let Ok(mut writer) = conn.try_clone() else { return };
+    let (Ok(peer), Ok(local)) = (conn.peer_addr(), conn.local_addr()) else {
+        return;
+    };
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
     for line in BufReader::new(conn).lines() {
         let Ok(msg) = line else { return };
         let reply = json!({"server": name, "peer": peer, "local": local, "msg": msg});
@@ -196,7 +208,11 @@ fn connect_many(args: &[String]) -> Result<ExitCode, String> {
     let args = parse(args)?;
     let addr: SocketAddr = args.pos(0, "ADDR")?;
     let n: usize = args.pos(1, "N")?;
-    let msg = args.options.get("msg").cloned().unwrap_or_else(|| "hello".to_owned());
+    let msg = args
+        .options
+        .get("msg")
+        .cloned()
+        .unwrap_or_else(|| "hello".to_owned());
     let timeout = args.timeout()?;
     // All connections are established before any is used, so N are open at the same time.
     let barrier = Arc::new(Barrier::new(n));
@@ -220,7 +236,11 @@ fn connect_many(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     println!("{}", json!({"ok": ok, "failed": failed}));
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn sleep(args: &[String]) -> Result<ExitCode, String> {
@@ -236,7 +256,10 @@ fn sleep(args: &[String]) -> Result<ExitCode, String> {
 
 /// Lifts the soft open-file limit to the hard one: 1,000 concurrent connections need it.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
