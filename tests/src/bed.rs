@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::addr::{MAX_NODES, Slot};
 use crate::capture::WireCapture;
 use crate::cgroup::{Cgroup, destroy_tree};
-use crate::cleanup::{PREFIX, sweep_stale};
+use crate::cleanup::{PREFIX, remove_dir, sweep_stale};
 use crate::netns::Netns;
 use crate::node::Node;
 use crate::pod::Pod;
@@ -44,14 +44,14 @@ impl BedShared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Name of a bed-owned namespace: `<bed id>-<suffix>`.
-    pub(crate) fn netns_name(&self, suffix: &str) -> String {
+    /// Name of a bed-owned resource: `<bed id>-<suffix>`.
+    pub(crate) fn scoped_name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.id)
     }
 
     /// Creates a netns and records it for cleanup before anything else can fail.
     pub(crate) fn create_netns(&self, suffix: &str) -> Result<Netns> {
-        let ns = Netns::create(&self.netns_name(suffix))?;
+        let ns = Netns::create(&self.scoped_name(suffix))?;
         self.state().netns.push(ns.clone());
         Ok(ns)
     }
@@ -208,6 +208,11 @@ impl TestBed {
         let mut errors = Vec::new();
         if let Err(e) = destroy_tree(self.shared.cgroup.path()) {
             errors.push(format!("{e:#}"));
+        }
+        for node in self.nodes() {
+            if let Err(e) = remove_dir(node.pin_dir()) {
+                errors.push(format!("{e:#}"));
+            }
         }
         let mut netns = std::mem::take(&mut self.shared.state().netns);
         netns.push(self.shared.fabric.clone());

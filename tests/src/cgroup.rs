@@ -3,11 +3,12 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::mounts::cgroup2_mount;
 
 /// A cgroup v2 directory created by the test bed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,24 +52,6 @@ impl Cgroup {
         let text = fs::read_to_string(self.path.join("cgroup.procs"))?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
-}
-
-/// Where cgroup v2 is mounted, read from `/proc/self/mountinfo` (hybrid hosts use `/sys/fs/cgroup/unified`).
-pub fn cgroup2_mount() -> Result<&'static Path> {
-    static MOUNT: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(p) = MOUNT.get() {
-        return Ok(p);
-    }
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
-    let found = info
-        .lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4))?
-        })
-        .context("no cgroup2 mount in /proc/self/mountinfo")?;
-    Ok(MOUNT.get_or_init(|| PathBuf::from(found)))
 }
 
 /// The cgroup (relative to the cgroup2 mount) a process is in, from `/proc/PID/cgroup`.

@@ -9,7 +9,8 @@ use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::cgroup::{cgroup2_mount, destroy_tree};
+use crate::cgroup::destroy_tree;
+use crate::mounts::{bpffs_mount, cgroup2_mount};
 use crate::netns::{NETNS_DIR, remove_netns_mount};
 
 /// Prefix of every netns, cgroup and temporary directory the test bed creates.
@@ -21,6 +22,7 @@ pub struct Swept {
     pub netns: Vec<String>,
     pub cgroups: Vec<String>,
     pub dirs: Vec<String>,
+    pub pins: Vec<String>,
 }
 
 /// The owning pid encoded in a resource name, if the name is ours.
@@ -43,7 +45,8 @@ fn stale_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Removes namespaces, cgroups and temporary directories of test beds whose process is gone.
+/// Removes namespaces, cgroups, temporary directories and BPF pin directories of test beds
+/// whose process is gone.
 /// Beds of live processes are never touched, so this is safe while other tests run.
 pub fn sweep_stale() -> Result<Swept> {
     let mut swept = Swept::default();
@@ -59,10 +62,24 @@ pub fn sweep_stale() -> Result<Swept> {
     }
     let tmp = std::env::temp_dir();
     for name in stale_in(&tmp) {
-        match fs::remove_dir_all(tmp.join(&name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => swept.dirs.push(name),
-        }
+        remove_dir(&tmp.join(&name))?;
+        swept.dirs.push(name);
+    }
+    // Pins keep programs attached and maps alive after the agent died.
+    let bpffs = bpffs_mount()?;
+    for name in stale_in(bpffs) {
+        remove_dir(&bpffs.join(&name))?;
+        swept.pins.push(name);
     }
     Ok(swept)
+}
+
+/// Removes a directory tree; a missing one is not an error.
+pub(crate) fn remove_dir(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::from(e).context(format!("rm -r {}", path.display())))
+        }
+        _ => Ok(()),
+    }
 }

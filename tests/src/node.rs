@@ -5,15 +5,16 @@
 //! only the router between its pods and the other nodes.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 
 use crate::addr::{self, MAX_PODS};
 use crate::bed::BedShared;
 use crate::cgroup::Cgroup;
+use crate::mounts::bpffs_mount;
 use crate::netns::Netns;
 use crate::pod::{Pod, PodOptions};
 use crate::process::{Placement, Process};
@@ -33,6 +34,7 @@ struct NodeInner {
     cgroup: Cgroup,
     agent_cgroup: Cgroup,
     pods_cgroup: Cgroup,
+    pin_dir: PathBuf,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
                 cgroup,
                 agent_cgroup,
                 pods_cgroup,
+                pin_dir: bpffs_mount()?.join(bed.scoped_name(name)),
             }),
         };
         let back = node.route_cmds();
@@ -176,6 +179,23 @@ impl Node {
             .workdir
             .join(format!("agent-{}.log", self.name()));
         placement.spawn(cmd, log)
+    }
+
+    /// A BPF pin directory for this node's agent (`<bpffs>/<bed id>-<node>`), not created here;
+    /// the bed removes it on drop so pinned links and maps never outlive the test.
+    pub fn pin_dir(&self) -> &Path {
+        &self.inner.pin_dir
+    }
+
+    /// Port `k` (0..8) of a block reserved for this node's agent (admin, metrics, ...) on the
+    /// root netns loopback: unique among live beds, below the ephemeral range. Nodes 1..=12 only.
+    pub fn local_port(&self, k: u16) -> Result<u16> {
+        let node = u16::from(self.inner.index);
+        ensure!(
+            k < 8 && node <= 12,
+            "local ports exist for k < 8 on the first 12 nodes"
+        );
+        Ok(10_000 + u16::from(self.inner.bed.slot.index()) * 100 + (node - 1) * 8 + k)
     }
 
     /// The node's router namespace (bridge `br0`, uplink `uplink`).

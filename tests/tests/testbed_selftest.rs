@@ -129,6 +129,9 @@ fn dropping_the_bed_leaves_nothing_behind() -> Result<()> {
             n1.netns_path().to_owned(),
         ]);
         paths.extend([a.netns_path().to_owned(), b.netns_path().to_owned()]);
+        // What an agent pins must go too.
+        fs::create_dir_all(n2.pin_dir().join("maps"))?;
+        paths.push(n2.pin_dir().to_owned());
         bed.write_config()?;
         drop(bed);
         assert!(
@@ -193,6 +196,11 @@ fn many_concurrent_connections_and_parallel_beds() -> Result<()> {
         other.ipv4(),
         "parallel beds must not share addresses"
     );
+    let ports = [
+        first.nodes()[0].local_port(0)?,
+        second.nodes()[0].local_port(0)?,
+    ];
+    assert_ne!(ports[0], ports[1], "nor agent ports");
     let _srv = b.serve_echo(8080)?;
     let report = a.connect_many(b.v4(8080), 300)?;
     assert_eq!((report.ok, report.failed.len()), (300, 0), "{report:?}");
