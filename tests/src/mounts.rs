@@ -1,0 +1,39 @@
+//! Finding where a filesystem type is mounted, from `/proc/self/mountinfo`: hosts differ
+//! (cgroup2 is `/sys/fs/cgroup` on unified hosts and `/sys/fs/cgroup/unified` on hybrid ones).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+
+fn find(fstype: &str) -> Result<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == fstype).then(|| left.split_whitespace().nth(4))?
+        })
+        .map(PathBuf::from)
+        .with_context(|| format!("no {fstype} mount in /proc/self/mountinfo"))
+}
+
+fn cached(cell: &'static OnceLock<PathBuf>, fstype: &str) -> Result<&'static Path> {
+    if let Some(p) = cell.get() {
+        return Ok(p);
+    }
+    let found = find(fstype)?;
+    Ok(cell.get_or_init(|| found))
+}
+
+/// Where cgroup v2 is mounted.
+pub fn cgroup2_mount() -> Result<&'static Path> {
+    static MOUNT: OnceLock<PathBuf> = OnceLock::new();
+    cached(&MOUNT, "cgroup2")
+}
+
+/// Where the BPF filesystem (pinned maps and links) is mounted.
+pub fn bpffs_mount() -> Result<&'static Path> {
+    static MOUNT: OnceLock<PathBuf> = OnceLock::new();
+    cached(&MOUNT, "bpf")
+}
