@@ -1,1 +1,3 @@
 //! sockmesh agent library: capture (eBPF), proxy, policy, identity and the CLI's building blocks.
+pub mod identity;
+pub mod tls;
