@@ -306,4 +306,4 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()
 
 #[cfg(test)]
 #[path = "ca_tests.rs"]
-mod tests;
+pub(crate) mod tests;
