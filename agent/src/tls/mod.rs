@@ -1,6 +1,7 @@
 //! TLS for the node proxy: the mesh (ISTIO_MUTUAL) profile, origination (SIMPLE/MUTUAL) and
 //! classification of inbound bytes.
 
+mod client_hello;
 pub mod detect;
 pub mod mesh;
 pub mod origination;
