@@ -165,18 +165,20 @@ fn cert_info(id: &SpiffeId, der: &CertificateDer<'_>) -> Result<CertInfo, String
     })
 }
 
+/// An issuer over a fresh self-created CA; the directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn test_issuer() -> (tempfile::TempDir, Issuer) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = MeshCa::load_or_create(dir.path(), "cluster.local").unwrap();
+    (dir, Issuer::new(Arc::new(ca)))
+}
+
 #[cfg(test)]
 mod tests {
     use x509_parser::extensions::ParsedExtension;
 
     use super::*;
     use crate::identity::spiffe::spiffe_id_of;
-
-    pub(crate) fn test_issuer() -> (tempfile::TempDir, Issuer) {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = MeshCa::load_or_create(dir.path(), "cluster.local").unwrap();
-        (dir, Issuer::new(Arc::new(ca)))
-    }
 
     #[test]
     fn leaf_has_spiffe_san_ekus_and_chain() {
@@ -225,6 +227,3 @@ mod tests {
         assert_ne!(a.info.serial, b.info.serial);
     }
 }
-
-#[cfg(test)]
-pub(crate) use tests::test_issuer;

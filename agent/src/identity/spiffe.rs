@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -20,8 +21,12 @@ pub enum SpiffeError {
 }
 
 /// Identity of a Kubernetes service account in the mesh; one certificate is issued per identity.
+/// Shared behind an `Arc` because it is cloned into every connection's logs and errors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpiffeId {
+pub struct SpiffeId(Arc<Parts>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
     trust_domain: String,
     namespace: String,
     service_account: String,
@@ -38,15 +43,15 @@ impl SpiffeId {
     }
 
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        &self.0.trust_domain
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.0.namespace
     }
 
     pub fn service_account(&self) -> &str {
-        &self.service_account
+        &self.0.service_account
     }
 }
 
@@ -55,7 +60,7 @@ impl fmt::Display for SpiffeId {
         write!(
             f,
             "{SCHEME}{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
+            self.0.trust_domain, self.0.namespace, self.0.service_account
         )
     }
 }
@@ -99,11 +104,11 @@ impl FromStr for SpiffeId {
         if !valid_segment(namespace) || !valid_segment(service_account) {
             return Err(invalid("bad namespace or service account"));
         }
-        Ok(SpiffeId {
+        Ok(SpiffeId(Arc::new(Parts {
             trust_domain: trust_domain.to_string(),
             namespace: namespace.to_string(),
             service_account: service_account.to_string(),
-        })
+        })))
     }
 }
 

@@ -131,7 +131,7 @@ fn random_and_mutated_input_never_panics() {
     for _ in 0..20_000 {
         let len = (next(&mut rng) % 600) as usize;
         let mut buf: Vec<u8> = (0..len).map(|_| next(&mut rng) as u8).collect();
-        if len > 2 && next(&mut rng) % 2 == 0 {
+        if len > 2 && next(&mut rng).is_multiple_of(2) {
             buf[0] = CONTENT_HANDSHAKE;
             buf[1] = 3;
         }

@@ -106,14 +106,6 @@ pub fn client_config(
     Ok(config)
 }
 
-fn server_label(name: &ServerName<'_>) -> String {
-    match name {
-        ServerName::DnsName(d) => d.as_ref().to_string(),
-        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
 /// Handshakes as the config's identity and returns the stream only if the server is one of `expected`.
 ///
 /// `server_name` is sent as SNI (e.g. `outbound_.8000_._.httpbin.test2.svc.cluster.local`) and keys
@@ -127,7 +119,7 @@ pub async fn connect<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let server = server_label(&server_name);
+    let server = server_name.to_str().into_owned();
     if expected.is_empty() {
         return Err(MeshTlsError::NoExpectedIdentities { server });
     }

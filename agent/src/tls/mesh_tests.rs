@@ -154,7 +154,7 @@ async fn foreign_ca_is_refused_by_both_sides() {
     let server = fresh_server(&foreign, &foreign.issue(&httpbin, DEFAULT_TTL).unwrap());
     let client = fresh_client(&mesh, &mesh.issue(&sleep, DEFAULT_TTL).unwrap());
     let (port, _server) = echo_server(server).await;
-    let err = mesh_connect(client, port, &[httpbin.clone()])
+    let err = mesh_connect(client, port, std::slice::from_ref(&httpbin))
         .await
         .err()
         .unwrap();
@@ -191,7 +191,7 @@ async fn expired_certificates_are_refused() {
         .unwrap();
     let client = fresh_client(&issuer, &issuer.issue(&sleep, DEFAULT_TTL).unwrap());
     let (port, _server) = echo_server(fresh_server(&issuer, &expired_server)).await;
-    let err = mesh_connect(client, port, &[httpbin.clone()])
+    let err = mesh_connect(client, port, std::slice::from_ref(&httpbin))
         .await
         .err()
         .unwrap();
@@ -224,7 +224,7 @@ async fn intermediate_chain_is_served_and_accepted() {
     let server = fresh_server(&issuer, &issuer.issue(&httpbin, DEFAULT_TTL).unwrap());
     let client = fresh_client(&issuer, &issuer.issue(&sleep, DEFAULT_TTL).unwrap());
     let (port, server_task) = echo_server(server).await;
-    let (mut tls, peer) = mesh_connect(client, port, &[httpbin.clone()])
+    let (mut tls, peer) = mesh_connect(client, port, std::slice::from_ref(&httpbin))
         .await
         .unwrap();
     assert_eq!(peer, httpbin);
@@ -246,7 +246,7 @@ async fn second_connection_resumes_and_keeps_identities() {
     let client = fresh_client(&issuer, &issuer.issue(&sleep, DEFAULT_TTL).unwrap());
     for expected_kind in [HandshakeKind::Full, HandshakeKind::Resumed] {
         let (port, server_task) = echo_server(server.clone()).await;
-        let (mut tls, peer) = mesh_connect(client.clone(), port, &[httpbin.clone()])
+        let (mut tls, peer) = mesh_connect(client.clone(), port, std::slice::from_ref(&httpbin))
             .await
             .unwrap();
         // Reading the echo also processes the session tickets the server sent after the handshake.
@@ -304,9 +304,13 @@ async fn rotation_keeps_open_connections_and_serves_new_cert() {
         }
     });
 
-    let (mut old_conn, _) = mesh_connect(client_identity.client_config(), port, &[httpbin.clone()])
-        .await
-        .unwrap();
+    let (mut old_conn, _) = mesh_connect(
+        client_identity.client_config(),
+        port,
+        std::slice::from_ref(&httpbin),
+    )
+    .await
+    .unwrap();
     let served = serial_of(&old_conn.get_ref().1.peer_certificates().unwrap()[0]);
     assert_eq!(served, old_serial);
     echo(&mut old_conn, b"before rotation").await;
