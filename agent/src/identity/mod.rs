@@ -7,5 +7,5 @@ pub mod spiffe;
 
 pub use ca::{CaError, MeshCa};
 pub use issuer::{CertInfo, IssueError, Issuer, WorkloadCert};
-pub use manager::{CertManager, IdentityConfigs, WorkloadIdentity};
+pub use manager::{CertManager, IdentityConfigs, IssueCert, ManagerError, WorkloadIdentity};
 pub use spiffe::{SpiffeError, SpiffeId};
