@@ -2,9 +2,11 @@
 pub mod bpffs;
 pub mod capture;
 pub mod cgroup;
+pub mod identity;
 pub mod logging;
 pub mod netns;
 pub mod proxy;
 pub mod run;
+pub mod tls;
 pub mod uninstall;
 pub mod workload;

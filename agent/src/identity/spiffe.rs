@@ -1,0 +1,212 @@
+//! SPIFFE workload identities as Istio uses them: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const SCHEME: &str = "spiffe://";
+
+/// Why a string or certificate did not yield a SPIFFE identity.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpiffeError {
+    #[error("invalid SPIFFE ID {0:?}: {1}")]
+    Invalid(String, &'static str),
+    #[error("certificate is not valid X.509: {0}")]
+    BadCertificate(String),
+    #[error("certificate carries no SPIFFE URI SAN (URI SANs: {0:?})")]
+    NoSpiffeSan(Vec<String>),
+}
+
+/// Identity of a Kubernetes service account in the mesh; one certificate is issued per identity.
+/// Shared behind an `Arc` because it is cloned into every connection's logs and errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpiffeId(Arc<Parts>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
+    trust_domain: String,
+    namespace: String,
+    service_account: String,
+}
+
+impl SpiffeId {
+    /// Builds an identity from its parts, validating them as [`FromStr`] would.
+    pub fn new(
+        trust_domain: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Self, SpiffeError> {
+        format!("{SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}").parse()
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.0.trust_domain
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+
+    pub fn service_account(&self) -> &str {
+        &self.0.service_account
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SCHEME}{}/ns/{}/sa/{}",
+            self.0.trust_domain, self.0.namespace, self.0.service_account
+        )
+    }
+}
+
+/// Trust domains are lowercase DNS-like labels (SPIFFE spec); anything else is rejected.
+fn valid_trust_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+}
+
+/// Path segments per SPIFFE spec; `.` and `..` are refused so IDs cannot alias each other.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl FromStr for SpiffeId {
+    type Err = SpiffeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |why| SpiffeError::Invalid(s.to_string(), why);
+        let rest = s
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| invalid("scheme is not spiffe://"))?;
+        let (trust_domain, path) = rest.split_once('/').ok_or_else(|| invalid("no path"))?;
+        if !valid_trust_domain(trust_domain) {
+            return Err(invalid("bad trust domain"));
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let [ns_key, namespace, sa_key, service_account] = parts[..] else {
+            return Err(invalid("path is not ns/<namespace>/sa/<service-account>"));
+        };
+        if ns_key != "ns" || sa_key != "sa" {
+            return Err(invalid("path is not ns/<namespace>/sa/<service-account>"));
+        }
+        if !valid_segment(namespace) || !valid_segment(service_account) {
+            return Err(invalid("bad namespace or service account"));
+        }
+        Ok(SpiffeId(Arc::new(Parts {
+            trust_domain: trust_domain.to_string(),
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+        })))
+    }
+}
+
+/// All URI SANs of a DER certificate, in order.
+pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, SpiffeError> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| SpiffeError::BadCertificate(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| SpiffeError::BadCertificate(e.to_string()))?;
+    Ok(san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(uri.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The SPIFFE identity of a peer certificate: its first URI SAN that parses as one.
+pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, SpiffeError> {
+    let uris = uri_sans(cert_der)?;
+    uris.iter()
+        .find_map(|u| u.parse().ok())
+        .ok_or(SpiffeError::NoSpiffeSan(uris))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = "spiffe://cluster.local/ns/test1/sa/sleep";
+        let id: SpiffeId = s.parse().unwrap();
+        assert_eq!(id.trust_domain(), "cluster.local");
+        assert_eq!(id.namespace(), "test1");
+        assert_eq!(id.service_account(), "sleep");
+        assert_eq!(id.to_string(), s);
+        assert_eq!(
+            SpiffeId::new("cluster.local", "test1", "sleep").unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "",
+            "http://cluster.local/ns/a/sa/b",
+            "spiffe://cluster.local",
+            "spiffe:///ns/a/sa/b",
+            "spiffe://Cluster.local/ns/a/sa/b",
+            "spiffe://cluster.local/ns/a/sa",
+            "spiffe://cluster.local/ns/a/sa/b/extra",
+            "spiffe://cluster.local/ns//sa/b",
+            "spiffe://cluster.local/ns/../sa/b",
+            "spiffe://cluster.local/sa/a/ns/b",
+            "spiffe://cluster.local/ns/a b/sa/b",
+        ] {
+            assert!(bad.parse::<SpiffeId>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn extracts_uri_san() {
+        let mut params = rcgen::CertificateParams::new(vec!["example.com".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://td/ns/n/sa/s".try_into().unwrap(),
+        ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(uri_sans(cert.der()).unwrap(), vec!["spiffe://td/ns/n/sa/s"]);
+        assert_eq!(
+            spiffe_id_of(cert.der()).unwrap().to_string(),
+            "spiffe://td/ns/n/sa/s"
+        );
+    }
+
+    #[test]
+    fn no_spiffe_san_and_garbage() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(
+            spiffe_id_of(cert.der()),
+            Err(SpiffeError::NoSpiffeSan(vec![]))
+        );
+        assert!(matches!(
+            spiffe_id_of(b"junk"),
+            Err(SpiffeError::BadCertificate(_))
+        ));
+    }
+}
