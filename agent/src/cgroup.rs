@@ -45,6 +45,35 @@ pub fn cgroup_id(dir: &Path) -> anyhow::Result<u64> {
         .ino())
 }
 
+/// `path` (relative to the cgroup2 mount) and every cgroup below it: a pod cgroup and its
+/// container cgroups. Paths that do not exist (yet) are returned as given.
+pub fn with_descendants(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    let Ok(mount) = cgroup2_mount() else {
+        return out;
+    };
+    let Ok(root) = resolve(&mount, path) else {
+        return out;
+    };
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = entry.path();
+                if let Ok(rel) = child.strip_prefix(&mount) {
+                    out.push(rel.to_path_buf());
+                }
+                stack.push(child);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

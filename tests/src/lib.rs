@@ -16,7 +16,9 @@
 //! ```
 
 mod addr;
+mod agent;
 mod bed;
+pub mod bpf;
 mod capture;
 mod cgroup;
 mod cleanup;
@@ -29,6 +31,7 @@ mod process;
 mod tool;
 mod yaml;
 
+pub use agent::{Agent, SOCKMESH_BIN_ENV, sockmesh_bin};
 pub use bed::TestBed;
 pub use capture::{Flow, Frame, Segment, Wire, WireCapture, is_tls_records};
 pub use cgroup::{Cgroup, cgroup_of};

@@ -32,6 +32,7 @@ async fn handle(
 ) -> std::io::Result<()> {
     let _ = downstream.set_nodelay(true);
     let dst = downstream.local_addr()?;
+    debug!(pod = %pod.spec.key(), client = %peer, dst = %dst, "inbound captured");
     // Connect to the app at the original destination from inside the pod: source and destination
     // are then both the pod's address, which sk_lookup lets through.
     let mut app = connect_in(&pod.netns, dst, proxy.connect_timeout).await?;

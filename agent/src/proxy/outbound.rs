@@ -64,6 +64,7 @@ async fn handle(
         .workloads
         .get(orig.cgroup_id)
         .ok_or(OutboundError::UnknownCgroup(orig.cgroup_id))?;
+    debug!(pod = %source.spec.key(), client = %peer, orig_dst = %orig.addr, cgroup_id = orig.cgroup_id, "outbound captured");
     if source.id != pod.id {
         return Err(OutboundError::CgroupMismatch {
             cgroup: orig.cgroup_id,

@@ -94,7 +94,10 @@ fn read(path: &Path, node: &str) -> anyhow::Result<Vec<PodSpec>> {
                     .service_account_name
                     .unwrap_or_else(|| "default".into()),
                 ips,
-                cgroups: cg.split(',').map(|s| PathBuf::from(s.trim())).collect(),
+                cgroups: cg
+                    .split(',')
+                    .flat_map(|s| crate::cgroup::with_descendants(Path::new(s.trim())))
+                    .collect(),
                 netns: PathBuf::from(ns),
             });
         }

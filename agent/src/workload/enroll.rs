@@ -25,6 +25,8 @@ use crate::{
 /// One enrolled pod and the accept loops serving it.
 struct Enrollment {
     pod: Arc<EnrolledPod>,
+    /// The spec as last reconciled (container cgroups change in place).
+    spec: PodSpec,
     cgroup_ids: Vec<u64>,
     addrs: Vec<Addr>,
     accept_loops: Vec<JoinHandle<()>>,
@@ -72,11 +74,20 @@ impl Enroller {
         let departed: Vec<String> = self
             .enrolled
             .iter()
-            .filter(|(k, e)| wanted.get(*k).is_none_or(|spec| **spec != e.pod.spec))
+            .filter(|(k, e)| wanted.get(*k).is_none_or(|spec| !same_pod(spec, &e.spec)))
             .map(|(k, _)| k.clone())
             .collect();
         for key in departed {
             self.unenroll(&key);
+        }
+        for (key, spec) in &wanted {
+            if self
+                .enrolled
+                .get(key)
+                .is_some_and(|e| e.spec.cgroups != spec.cgroups)
+            {
+                self.update_cgroups(key, spec);
+            }
         }
         for (key, spec) in wanted {
             if self.enrolled.contains_key(&key) {
@@ -157,6 +168,7 @@ impl Enroller {
 
         let mut enrollment = Enrollment {
             pod: pod.clone(),
+            spec: spec.clone(),
             cgroup_ids: Vec::new(),
             addrs: Vec::new(),
             accept_loops: Vec::new(),
@@ -230,6 +242,40 @@ impl Enroller {
         Ok(())
     }
 
+    /// A container started or stopped: add or remove its cgroup in place, without touching the
+    /// pod's listeners or open connections.
+    fn update_cgroups(&mut self, key: &str, spec: &PodSpec) {
+        let mount = self.cgroup_mount.clone();
+        let ids: Vec<u64> = spec
+            .cgroups
+            .iter()
+            .filter_map(|p| cgroup_id(&mount, p).ok())
+            .collect();
+        let Some(e) = self.enrolled.get_mut(key) else {
+            return;
+        };
+        let pod = e.pod.clone();
+        let (capture, workloads) = (&self.proxy.capture, &self.proxy.workloads);
+        for gone in e.cgroup_ids.iter().filter(|id| !ids.contains(id)) {
+            capture.remove_workload(*gone);
+            workloads.remove(*gone);
+        }
+        for &new in ids.iter().filter(|id| !e.cgroup_ids.contains(id)) {
+            workloads.insert(new, pod.clone());
+            let entry = Workload {
+                pod_id: pod.id,
+                outbound_port: self.outbound_port,
+                _pad: 0,
+            };
+            if let Err(err) = capture.insert_workload(new, entry) {
+                error!(pod = %key, cgroup_id = new, error = format!("{err:#}"), "container cgroup not enrolled");
+            }
+        }
+        info!(pod = %key, cgroups = ?ids, "pod cgroups updated");
+        e.cgroup_ids = ids;
+        e.spec = spec.clone();
+    }
+
     fn unenroll(&mut self, key: &str) {
         if let Some(e) = self.enrolled.remove(key) {
             self.remove(&e);
@@ -249,6 +295,17 @@ impl Enroller {
         for task in &e.accept_loops {
             task.abort();
         }
+    }
+}
+
+/// Same pod apart from its container cgroups (which change in place).
+fn same_pod(a: &PodSpec, b: &PodSpec) -> bool {
+    PodSpec {
+        cgroups: Vec::new(),
+        ..a.clone()
+    } == PodSpec {
+        cgroups: Vec::new(),
+        ..b.clone()
     }
 }
 

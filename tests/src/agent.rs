@@ -1,0 +1,144 @@
+//! Running a `sockmesh` agent for a node of the bed, scoped to the node's cgroup, pin directory and
+//! ports so several agents (nodes) and several tests run side by side.
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
+
+use crate::{Node, Process};
+
+/// Environment override for the agent binary.
+pub const SOCKMESH_BIN_ENV: &str = "SOCKMESH_BIN";
+const READY: &str = "agent ready";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running agent. SIGKILLed on drop (pins stay until the bed drops: like a crash).
+pub struct Agent {
+    process: Process,
+    node: Node,
+}
+
+impl Agent {
+    /// Starts `sockmesh run` for `node` with the configuration directory `config`.
+    pub fn start(node: &Node, config: &Path) -> Result<Agent> {
+        Self::start_with(node, config, &[])
+    }
+
+    /// [`Agent::start`] with extra flags.
+    pub fn start_with(node: &Node, config: &Path, extra: &[&str]) -> Result<Agent> {
+        let mut cmd = Command::new(sockmesh_bin()?);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--node-name", node.name()])
+            .arg("--cgroup-root")
+            .arg(node.cgroup().path())
+            .arg("--pin-dir")
+            .arg(node.pin_dir())
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                env::var("SOCKMESH_TEST_LOG").unwrap_or_else(|_| "sockmesh_agent=debug".into()),
+            )
+            .env("RUST_BACKTRACE", "0");
+        let mut process = node.spawn_agent(cmd)?;
+        process.wait_for_log(READY, START_TIMEOUT)?;
+        Ok(Agent {
+            process,
+            node: node.clone(),
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.process.wait_for_log(needle, timeout)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(self) -> Result<()> {
+        let status = self.process.stop(Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("agent exited with {status}");
+        }
+        Ok(())
+    }
+
+    /// Kills the agent without letting it clean up (a crash).
+    pub fn kill(self) -> Result<()> {
+        self.process.signal(Signal::SIGKILL)?;
+        Ok(())
+    }
+}
+
+/// Path of the `sockmesh` binary: `$SOCKMESH_BIN`, the target directory of the running test, or a
+/// fresh `cargo build -p sockmesh-agent --bin sockmesh` into that target directory.
+pub fn sockmesh_bin() -> Result<PathBuf> {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    static BUILD: Mutex<()> = Mutex::new(());
+    if let Some(p) = PATH.get() {
+        return Ok(p.clone());
+    }
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = PATH.get() {
+        return Ok(p.clone());
+    }
+    let path = match env::var_os(SOCKMESH_BIN_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => build()?,
+    };
+    if !path.is_file() {
+        bail!("sockmesh binary not found at {}", path.display());
+    }
+    Ok(PATH.get_or_init(|| path).clone())
+}
+
+/// Builds the agent with the profile and target directory of the running executable, so the test
+/// always runs the current source (cargo makes this a no-op when it is up to date).
+fn build() -> Result<PathBuf> {
+    let exe = env::current_exe().context("current_exe")?;
+    let mut profile_dir = exe.parent().context("exe has no parent")?.to_owned();
+    if profile_dir.ends_with("deps") || profile_dir.ends_with("examples") {
+        profile_dir.pop();
+    }
+    let target_dir = profile_dir.parent().context("no target dir")?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "sockmesh-agent",
+        "--bin",
+        "sockmesh",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
+    if profile_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo to build sockmesh")?;
+    if !status.success() {
+        bail!("cargo build -p sockmesh-agent failed ({status})");
+    }
+    Ok(profile_dir.join("sockmesh"))
+}
