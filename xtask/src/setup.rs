@@ -31,8 +31,8 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
-    let steps: [(&str, fn() -> Result<String>); 4] = [
-        ("rust-src", rust_src),
+    let steps = [
+        ("rust-src", rust_src as fn() -> Result<String>),
         ("bpf-linker", bpf_linker),
         ("debian packages", debian_packages),
         ("kubernetes-validate", kubernetes_validate),

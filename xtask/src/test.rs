@@ -10,58 +10,58 @@ use crate::{setup, validate};
 
 pub fn run(root: &Path) -> Result<()> {
     let cargo = |args: &[&str]| Cmd::new("cargo").args(args).current_dir(root).run();
-    let steps: [(&str, Box<dyn Fn() -> Result<()>>); 4] = [
-        (
-            "fmt",
-            Box::new(|| cargo(&["fmt", "--all", "--", "--check"])),
-        ),
-        (
-            "clippy",
-            Box::new(|| {
-                cargo(&[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
-            }),
-        ),
-        // End-to-end tests need root; CI runs as root, so they run there.
-        ("tests", Box::new(|| cargo(&["test", "--workspace"]))),
-        ("manifests", Box::new(|| validate::run(root))),
-    ];
-
     let started = Instant::now();
-    let mut results: Vec<(&str, Duration, Result<()>)> = Vec::new();
-    println!("==> setup");
-    let setup_result = setup::run();
-    let setup_failed = setup_result.is_err();
-    results.push(("setup", started.elapsed(), setup_result));
+    let mut steps = Steps::default();
     // Without the toolchain pieces nothing below can build; stop instead of piling up errors.
-    if !setup_failed {
-        for (name, step) in steps {
-            println!("==> {name}");
-            let step_started = Instant::now();
-            let result = step();
-            results.push((name, step_started.elapsed(), result));
-        }
+    if steps.run("setup", setup::run) {
+        steps.run("fmt", || cargo(&["fmt", "--all", "--", "--check"]));
+        steps.run("clippy", || {
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        });
+        // End-to-end tests need root; CI runs as root, so they run there.
+        steps.run("tests", || cargo(&["test", "--workspace"]));
+        steps.run("manifests", || validate::run(root));
+    }
+    steps.summary(started.elapsed())
+}
+
+/// Outcomes of the steps run so far, in order.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, Duration, Result<()>)>);
+
+impl Steps {
+    /// Runs one step and records how it went; returns whether it succeeded.
+    fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) -> bool {
+        println!("==> {name}");
+        let started = Instant::now();
+        let result = step();
+        let ok = result.is_ok();
+        self.0.push((name, started.elapsed(), result));
+        ok
     }
 
-    println!("\n==> summary ({:.0?} in all)", started.elapsed());
-    let mut failed = Vec::new();
-    for (name, took, result) in &results {
-        match result {
-            Ok(()) => println!("  ok      {name:<10} {took:>8.1?}"),
-            Err(error) => {
-                println!("  FAILED  {name:<10} {took:>8.1?}  {error:#}");
-                failed.push(*name);
+    fn summary(self, took: Duration) -> Result<()> {
+        println!("\n==> summary ({took:.0?} in all)");
+        let mut failed = Vec::new();
+        for (name, took, result) in &self.0 {
+            match result {
+                Ok(()) => println!("  ok      {name:<10} {took:>8.1?}"),
+                Err(error) => {
+                    println!("  FAILED  {name:<10} {took:>8.1?}  {error:#}");
+                    failed.push(*name);
+                }
             }
         }
+        if !failed.is_empty() {
+            bail!("failed step(s): {}", failed.join(", "));
+        }
+        Ok(())
     }
-    if !failed.is_empty() {
-        bail!("failed step(s): {}", failed.join(", "));
-    }
-    Ok(())
 }
