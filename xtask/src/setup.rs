@@ -238,26 +238,41 @@ fn debian_packages() -> Result<String> {
     Ok(format!("installed {}", missing.join(" ")))
 }
 
+/// The validator lives in its own virtualenv: it never touches the system Python (which Debian
+/// marks externally managed), and survives `cargo clean`.
+pub fn validator_python() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
+    cache
+        .join(format!("sockmesh/kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"))
+        .join("bin/python")
+}
+
 fn kubernetes_validate() -> Result<String> {
-    let present = Cmd::new("python3")
+    let python = validator_python();
+    let present = Cmd::new(&python)
         .args(["-m", "kubernetes_validate", "--version"])
         .read()
         .is_ok_and(|version| version.trim() == KUBERNETES_VALIDATE_VERSION);
     if present {
         return Ok(format!("{KUBERNETES_VALIDATE_VERSION} present"));
     }
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .context("validator path has no venv directory")?;
     Cmd::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("--root-user-action=ignore")
-        .arg(format!(
-            "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
-        ))
+        .args(["-m", "venv", "--clear"])
+        .arg(venv)
+        .run()
+        .context("creating the validator's virtualenv (Debian's python3 needs python3-venv)")?;
+    Cmd::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"))
         .run()?;
-    Ok(format!("installed {KUBERNETES_VALIDATE_VERSION}"))
+    Ok(format!("installed {KUBERNETES_VALIDATE_VERSION} in {}", venv.display()))
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::cmd::Cmd;
-use crate::setup::KUBERNETES_VALIDATE_VERSION;
+use crate::setup::{KUBERNETES_VALIDATE_VERSION, validator_python};
 
 /// The oldest Kubernetes release we claim to support; its schemas ship with the pinned validator.
 const KUBERNETES_VERSION: &str = "1.30.0";
@@ -86,7 +86,7 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn ensure_validator() -> Result<()> {
-    let version = Cmd::new("python3")
+    let version = Cmd::new(validator_python())
         .args(["-m", "kubernetes_validate", "--version"])
         .read()
         .context("kubernetes-validate is missing: run `cargo xtask setup`")?;
@@ -171,7 +171,7 @@ fn check_kustomization(file: &Path, doc: &Yaml, at: &str, problems: &mut Vec<Str
 
 /// Runs the schema validator over `files`; returns how many resources it checked against a schema.
 fn check_schemas(root: &Path, files: &[PathBuf], problems: &mut Vec<String>) -> Result<usize> {
-    let (succeeded, output) = Cmd::new("python3")
+    let (succeeded, output) = Cmd::new(validator_python())
         .args([
             "-m",
             "kubernetes_validate",
