@@ -6,6 +6,7 @@ mod test;
 mod validate;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -36,11 +37,19 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let root = workspace_root();
-    match Cli::parse().task {
+    let result: Result<()> = match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
+    };
+    // The error chain says what failed; a backtrace of xtask itself would only bury it.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -248,7 +248,9 @@ pub fn validator_python() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
         });
     cache
-        .join(format!("sockmesh/kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"))
+        .join(format!(
+            "sockmesh/kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"
+        ))
         .join("bin/python")
 }
 
@@ -271,8 +273,19 @@ fn kubernetes_validate() -> Result<String> {
         .run()
         .context("creating the validator's virtualenv (Debian's python3 needs python3-venv)")?;
     Cmd::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(format!(
+            "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+        ))
         .run()?;
-    Ok(format!("installed {KUBERNETES_VALIDATE_VERSION} in {}", venv.display()))
+    Ok(format!(
+        "installed {KUBERNETES_VALIDATE_VERSION} in {}",
+        venv.display()
+    ))
 }

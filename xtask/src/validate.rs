@@ -63,7 +63,7 @@ pub fn run(root: &Path) -> Result<()> {
     );
     if !problems.is_empty() {
         for problem in &problems {
-            eprintln!("  {problem}");
+            println!("  {problem}");
         }
         bail!("{} manifest problem(s)", problems.len());
     }
@@ -249,11 +249,11 @@ fn render_kustomizations(
     let out_dir = std::env::temp_dir().join(format!("sockmesh-kustomize-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir)?;
     let mut rendered = Vec::new();
-    for (index, dir) in kustomizations.iter().enumerate() {
+    for dir in &kustomizations {
         let shown = relative(root, dir).display().to_string();
         match Cmd::new("kubectl").arg("kustomize").arg(dir).read() {
             Ok(yaml) => {
-                let out = out_dir.join(format!("{index}-{}.yaml", shown.replace('/', "_")));
+                let out = out_dir.join(format!("{}.rendered.yaml", shown.replace('/', "_")));
                 std::fs::write(&out, yaml)?;
                 rendered.push(out);
             }
@@ -270,4 +270,59 @@ fn render_kustomizations(
         "{} kustomization(s) rendered ({checked} resources validated)",
         rendered.len()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_schema_is_fine_only_for_known_crd_kinds() {
+        let warning = |kind: &str, api: &str| {
+            format!(
+                "x.yaml Couldn't find schema for kind {kind} with api version {api} for kubernetes version 1.30"
+            )
+        };
+        assert!(is_known_crd_warning(&warning(
+            "PeerAuthentication",
+            "security.istio.io/v1"
+        )));
+        assert!(is_known_crd_warning(&warning(
+            "Kustomization",
+            "kustomize.config.k8s.io/v1beta1"
+        )));
+        assert!(!is_known_crd_warning(&warning("Namespace", "v2")));
+        assert!(!is_known_crd_warning(&warning(
+            "DestinationRuel",
+            "networking.istio.io/v1"
+        )));
+        assert!(!is_known_crd_warning("x.yaml some other warning"));
+    }
+
+    fn problems_in(yaml: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("xtask-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{:x}.yaml", yaml.len()));
+        std::fs::write(&file, yaml).unwrap();
+        let mut problems = Vec::new();
+        check_structure(&dir, &file, &mut problems).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        problems
+    }
+
+    #[test]
+    fn structure_of_crd_documents_is_checked() {
+        let good = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                    metadata: {name: default}\nspec: {mtls: {mode: STRICT}}\n";
+        assert_eq!(problems_in(good), Vec::<String>::new());
+        let no_spec =
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\n";
+        assert_eq!(problems_in(no_spec).len(), 1);
+        let no_name = "apiVersion: v1\nkind: Namespace\nmetadata: {}\n---\n";
+        assert_eq!(problems_in(no_name).len(), 1);
+        let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                             resources: [absent.yaml]\n";
+        assert_eq!(problems_in(kustomization).len(), 1);
+    }
 }
