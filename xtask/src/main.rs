@@ -1,1 +1,55 @@
-fn main() {}
+//! Developer tasks for the sockmesh workspace, run as `cargo xtask <task>` (alias in
+//! .cargo/config.toml). One module per task; `cmd` runs external commands.
+mod cmd;
+mod setup;
+mod test;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sockmesh developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what builds and tests need: rust-src for the pinned nightly, bpf-linker built
+    /// against its LLVM, Debian packages, the manifest validator. Idempotent.
+    Setup,
+    /// Setup, then fmt, clippy, all workspace tests and the manifest validation (what CI runs).
+    Test,
+    /// Validate every manifest under deploy/ offline against the Kubernetes schemas.
+    ValidateManifests,
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
+}
+
+fn main() -> ExitCode {
+    let root = workspace_root();
+    let result: Result<()> = match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test => test::run(&root),
+        Task::ValidateManifests => validate::run(&root),
+    };
+    // The error chain says what failed; a backtrace of xtask itself would only bury it.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
