@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Result, bail, ensure};
 
@@ -18,6 +19,9 @@ use crate::mounts::bpffs_mount;
 use crate::netns::Netns;
 use crate::pod::{Pod, PodOptions};
 use crate::process::{Placement, Process};
+
+/// Numbers agent log files, so each agent process has its own.
+static AGENT_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Handle to a node; cheap to clone. Its resources belong to the [`crate::TestBed`].
 #[derive(Debug, Clone)]
@@ -168,16 +172,17 @@ impl Node {
 
     /// Starts an agent (or any helper) in [`Node::agent_cgroup`] in the root netns; output goes
     /// to [`Process::log`].
+    /// Each spawn logs to its own file, so a restarted agent's log starts empty.
     pub fn spawn_agent(&self, cmd: Command) -> Result<Process> {
         let placement = Placement {
             cgroup: self.inner.agent_cgroup.clone(),
             netns: None,
         };
-        let log = self
-            .inner
-            .bed
-            .workdir
-            .join(format!("agent-{}.log", self.name()));
+        let log = self.inner.bed.workdir.join(format!(
+            "agent-{}.{}.log",
+            self.name(),
+            AGENT_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         placement.spawn(cmd, log)
     }
 

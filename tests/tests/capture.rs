@@ -40,12 +40,34 @@ fn outbound_v4_v6_and_v4_mapped_are_redirected_with_original_destination() -> Re
         let reply = sleep.connect(dst, "hello")?;
         assert_eq!(reply.msg, "hello");
         // The proxy's upstream leaves from inside the pod: the server sees the pod's own address.
-        let expect_peer: std::net::IpAddr =
-            if dst == server.v6(8000) { sleep.ipv6().into() } else { sleep.ipv4().into() };
+        let expect_peer: std::net::IpAddr = if dst == server.v6(8000) {
+            sleep.ipv6().into()
+        } else {
+            sleep.ipv4().into()
+        };
         assert_eq!(reply.peer.ip(), expect_peer, "peer for {dst}");
-        captured_outbound(&mut agent, &sleep, dst)?;
+        // A v4-mapped destination is recorded as the IPv4 address it stands for.
+        let recorded = if dst == server.v4_mapped(8000) {
+            server.v4(8000)
+        } else {
+            dst
+        };
+        captured_outbound(&mut agent, &sleep, recorded)?;
     }
-    assert!(bpf::stat(n1.pin_dir(), 0)? >= 3, "connect_redirected counter");
+    let v4_needle = format!(
+        "orig_dst={} cgroup_id={}",
+        server.v4(8000),
+        sleep.cgroup_id()
+    );
+    assert_eq!(
+        agent.log().matches(&v4_needle).count(),
+        2,
+        "IPv4 and v4-mapped connects both captured"
+    );
+    assert!(
+        bpf::stat(n1.pin_dir(), 0)? >= 3,
+        "connect_redirected counter"
+    );
     Ok(())
 }
 
@@ -69,8 +91,14 @@ fn pods_outside_the_mesh_and_loopback_are_untouched() -> Result<()> {
     let reply = sleep.connect("127.0.0.1:7000", "loop")?;
     assert_eq!(reply.peer.ip().to_string(), "127.0.0.1");
     let log = agent.log();
-    assert!(!log.contains(&format!("cgroup_id={} ", outsider.cgroup_id())), "outsider captured:\n{log}");
-    assert!(!log.contains("orig_dst=127.0.0.1:7000"), "loopback captured:\n{log}");
+    assert!(
+        !log.contains(&format!("cgroup_id={} ", outsider.cgroup_id())),
+        "outsider captured:\n{log}"
+    );
+    assert!(
+        !log.contains("orig_dst=127.0.0.1:7000"),
+        "loopback captured:\n{log}"
+    );
     Ok(())
 }
 
@@ -120,7 +148,11 @@ fn unenrolling_a_pod_restores_direct_traffic() -> Result<()> {
     let before = bpf::stat(n1.pin_dir(), 0)?;
     let reply = sleep.connect(server.v4(8000), "after")?;
     assert_eq!(reply.msg, "after");
-    assert_eq!(bpf::stat(n1.pin_dir(), 0)?, before, "no redirect after unenroll");
+    assert_eq!(
+        bpf::stat(n1.pin_dir(), 0)?,
+        before,
+        "no redirect after unenroll"
+    );
     assert!(bpf::map_dump(n1.pin_dir(), "WORKLOADS")?.is_empty());
     assert!(bpf::map_dump(n1.pin_dir(), "POD_ADDRS")?.is_empty());
     Ok(())
@@ -146,22 +178,40 @@ fn restart_keeps_pinned_capture_fails_closed_while_down_and_never_double_attache
     agent.kill()?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let names = |progs: Vec<(String, String)>| progs.into_iter().map(|(_, n)| n).collect::<Vec<_>>();
+    let names =
+        |progs: Vec<(String, String)>| progs.into_iter().map(|(_, n)| n).collect::<Vec<_>>();
     let mut attached = names(bpf::cgroup_programs(n1.cgroup().path())?);
     attached.sort();
-    assert_eq!(attached, ["connect4", "connect6", "sock_ops_cb"], "capture stays pinned");
+    assert_eq!(
+        attached,
+        ["connect4", "connect6", "sock_ops_cb"],
+        "capture stays pinned"
+    );
 
     // Outbound fails closed: the redirect stays, the listener is gone.
-    assert_eq!(sleep.connect_fails(target.v4(8000), "down")?, FailKind::Refused);
+    assert_eq!(
+        sleep.connect_fails(target.v4(8000), "down")?,
+        FailKind::Refused
+    );
     // Inbound is dropped (SYN retransmitted later), never delivered unenforced.
     let kind = outsider.connect_timeout(server.v4(8000), "down", Duration::from_millis(1500));
-    assert!(kind.is_err(), "inbound must not reach the app while the proxy is down");
-    assert!(bpf::stat(n1.pin_dir(), 5)? >= 1, "lookup_dropped_no_proxy counter");
+    assert!(
+        kind.is_err(),
+        "inbound must not reach the app while the proxy is down"
+    );
+    assert!(
+        bpf::stat(n1.pin_dir(), 5)? >= 1,
+        "lookup_dropped_no_proxy counter"
+    );
 
     let _agent = Agent::start(&n1, &config)?;
     let mut attached = names(bpf::cgroup_programs(n1.cgroup().path())?);
     attached.sort();
-    assert_eq!(attached, ["connect4", "connect6", "sock_ops_cb"], "exactly one of each after restart");
+    assert_eq!(
+        attached,
+        ["connect4", "connect6", "sock_ops_cb"],
+        "exactly one of each after restart"
+    );
     sleep.connect(target.v4(8000), "again")?;
     outsider.connect(server.v4(8000), "again")?;
     Ok(())
@@ -193,7 +243,10 @@ fn a_thousand_concurrent_connections_leak_no_map_entries_or_fds() -> Result<()> 
         if conns == 0 && pending == 0 && open <= baseline {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "leak: CONNS={conns} PENDING={pending} fds={open} (baseline {baseline})");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leak: CONNS={conns} PENDING={pending} fds={open} (baseline {baseline})"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
