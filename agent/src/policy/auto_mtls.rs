@@ -48,7 +48,8 @@ pub fn client_tls(
     credential: Option<&Credential>,
 ) -> ClientTls {
     let Some(rule) = rule else {
-        if !auto_mtls || facts.mesh_external || !facts.in_mesh || facts.mode == InboundMode::Disable {
+        if !auto_mtls || facts.mesh_external || !facts.in_mesh || facts.mode == InboundMode::Disable
+        {
             return ClientTls::plaintext(ClientBasis::Plaintext);
         }
         return ClientTls {
@@ -59,8 +60,14 @@ pub fn client_tls(
         };
     };
     let tls = rule.tls;
-    let decided_by = Some(Decider { resource: rule.resource(), port: rule.port_level });
-    let base = ClientTls { decided_by, ..ClientTls::plaintext(ClientBasis::DestinationRule) };
+    let decided_by = Some(Decider {
+        resource: rule.resource(),
+        port: rule.port_level,
+    });
+    let base = ClientTls {
+        decided_by,
+        ..ClientTls::plaintext(ClientBasis::DestinationRule)
+    };
     match tls.mode {
         TlsMode::Disable => base,
         // Certificate fields are ignored for ISTIO_MUTUAL: the workload certificate is used.
@@ -77,17 +84,29 @@ pub fn client_tls(
         mode @ (TlsMode::Simple | TlsMode::Mutual) => {
             let file = |f: &Option<String>| f.clone().map(CertSource::File);
             let pem = |p: Option<&Arc<Vec<u8>>>| p.cloned().map(CertSource::Pem);
-            let cred = if tls.credential_name.is_some() { credential } else { None };
+            let cred = if tls.credential_name.is_some() {
+                credential
+            } else {
+                None
+            };
             let mutual = mode == TlsMode::Mutual;
             ClientTls {
                 mode,
                 // Stand-in for Envoy's auto SNI (which reads the HTTP Host header we never see): the
                 // destination's DNS name, never an IP literal.
-                sni: tls.sni.clone().or_else(|| facts.host.parse::<std::net::IpAddr>().is_err().then(|| facts.host.to_owned())),
+                sni: tls.sni.clone().or_else(|| {
+                    facts
+                        .host
+                        .parse::<std::net::IpAddr>()
+                        .is_err()
+                        .then(|| facts.host.to_owned())
+                }),
                 subject_alt_names: tls.subject_alt_names.clone(),
-                ca_certificates: pem(cred.and_then(|c| c.ca.as_ref())).or_else(|| file(&tls.ca_certificates)),
+                ca_certificates: pem(cred.and_then(|c| c.ca.as_ref()))
+                    .or_else(|| file(&tls.ca_certificates)),
                 client_certificate: if mutual {
-                    pem(cred.and_then(|c| c.cert.as_ref())).or_else(|| file(&tls.client_certificate))
+                    pem(cred.and_then(|c| c.cert.as_ref()))
+                        .or_else(|| file(&tls.client_certificate))
                 } else {
                     None
                 },

@@ -111,10 +111,28 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind")]
 pub enum Destination {
-    Service { namespace: String, name: String, fqdn: String, port: u16, port_name: Option<String> },
-    Pod { pod: PodKey, port: u16 },
-    ServiceEntry { namespace: String, name: String, host: String, port: u16, location: Location },
-    External { host: String, port: u16 },
+    Service {
+        namespace: String,
+        name: String,
+        fqdn: String,
+        port: u16,
+        port_name: Option<String>,
+    },
+    Pod {
+        pod: PodKey,
+        port: u16,
+    },
+    ServiceEntry {
+        namespace: String,
+        name: String,
+        host: String,
+        port: u16,
+        location: Location,
+    },
+    External {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Destination {
@@ -123,7 +141,9 @@ impl Destination {
         match self {
             Destination::Service { fqdn, .. } => fqdn.clone(),
             Destination::Pod { pod, .. } => pod.to_string(),
-            Destination::ServiceEntry { host, .. } | Destination::External { host, .. } => host.clone(),
+            Destination::ServiceEntry { host, .. } | Destination::External { host, .. } => {
+                host.clone()
+            }
         }
     }
 }

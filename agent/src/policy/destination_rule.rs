@@ -41,7 +41,11 @@ pub struct RuleTls<'a> {
 
 impl RuleTls<'_> {
     pub fn resource(&self) -> ResourceRef {
-        ResourceRef::new("DestinationRule", Some(self.rule.metadata.namespace()), &self.rule.metadata.name)
+        ResourceRef::new(
+            "DestinationRule",
+            Some(self.rule.metadata.namespace()),
+            &self.rule.metadata.name,
+        )
     }
 }
 
@@ -81,16 +85,32 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 impl DestinationRuleIndex {
     pub fn build(rules: &[DestinationRule], domain: &str) -> Self {
         let mut order: Vec<usize> = (0..rules.len()).collect();
-        order.sort_by(|a, b| rules[*a].metadata.age_key().cmp(&rules[*b].metadata.age_key()));
-        let hosts: Vec<String> =
-            rules.iter().map(|r| expand_host(&r.spec.host, r.metadata.namespace(), domain)).collect();
-        let mut index = Self { hosts, ..Self::default() };
+        order.sort_by(|a, b| {
+            rules[*a]
+                .metadata
+                .age_key()
+                .cmp(&rules[*b].metadata.age_key())
+        });
+        let hosts: Vec<String> = rules
+            .iter()
+            .map(|r| expand_host(&r.spec.host, r.metadata.namespace(), domain))
+            .collect();
+        let mut index = Self {
+            hosts,
+            ..Self::default()
+        };
         for i in order {
             let rule = &rules[i];
             let ns = rule.metadata.namespace().to_owned();
             let export_to: BTreeSet<String> = rule.spec.export_to.iter().cloned().collect();
-            let selector = rule.spec.workload_selector.as_ref().filter(|s| !s.is_empty()).map(|s| s.match_labels.clone());
-            let private_only = selector.is_some() || (export_to.len() == 1 && export_to.contains("."));
+            let selector = rule
+                .spec
+                .workload_selector
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.match_labels.clone());
+            let private_only =
+                selector.is_some() || (export_to.len() == 1 && export_to.contains("."));
             let visible_locally = selector.is_some()
                 || export_to.is_empty()
                 || export_to.contains("*")
@@ -104,7 +124,11 @@ impl DestinationRuleIndex {
                 selector,
             };
             if visible_locally {
-                insert(index.local.entry(ns.clone()).or_default(), &host, entry.clone());
+                insert(
+                    index.local.entry(ns.clone()).or_default(),
+                    &host,
+                    entry.clone(),
+                );
             }
             if !private_only {
                 insert(index.exported.entry(ns).or_default(), &host, entry);
@@ -128,9 +152,15 @@ impl DestinationRuleIndex {
         service_ns: Option<&str>,
         root_ns: &str,
     ) -> Option<&MergedRule> {
-        if let Some(variants) = self.local.get(client_ns).and_then(|m| most_specific(m, host)) {
+        if let Some(variants) = self
+            .local
+            .get(client_ns)
+            .and_then(|m| most_specific(m, host))
+        {
             let pick = variants.iter().find(|v| {
-                v.selector.as_ref().is_none_or(|s| super::model::meta::subset_of(s, client_labels))
+                v.selector
+                    .as_ref()
+                    .is_none_or(|s| super::model::meta::subset_of(s, client_labels))
             });
             if pick.is_some() {
                 return pick;
@@ -150,14 +180,21 @@ impl DestinationRuleIndex {
         self.local
             .values()
             .chain(self.exported.values())
-            .flat_map(|m| m.hosts.iter().flat_map(|(h, v)| v.iter().map(move |r| (h.as_str(), r))))
+            .flat_map(|m| {
+                m.hosts
+                    .iter()
+                    .flat_map(|(h, v)| v.iter().map(move |r| (h.as_str(), r)))
+            })
     }
 }
 
 fn insert(map: &mut HostMap, host: &str, entry: MergedRule) {
     let variants = map.hosts.entry(host.to_owned()).or_default();
     if entry.selector.is_some() {
-        let at = variants.iter().position(|v| v.selector.is_none()).unwrap_or(variants.len());
+        let at = variants
+            .iter()
+            .position(|v| v.selector.is_none())
+            .unwrap_or(variants.len());
         variants.insert(at, entry);
         return;
     }
@@ -189,7 +226,10 @@ fn most_specific<'a>(map: &'a HostMap, host: &str) -> Option<&'a Vec<MergedRule>
 }
 
 /// The TLS settings a traffic policy gives `port`.
-pub fn tls_for_port(policy: &TrafficPolicy, port: u16) -> Option<(&ClientTlsSettings, Option<u16>)> {
+pub fn tls_for_port(
+    policy: &TrafficPolicy,
+    port: u16,
+) -> Option<(&ClientTlsSettings, Option<u16>)> {
     let port_level = policy
         .port_level_settings
         .iter()
@@ -202,10 +242,18 @@ pub fn tls_for_port(policy: &TrafficPolicy, port: u16) -> Option<(&ClientTlsSett
 }
 
 /// The TLS a merged rule sets for `port`, if any.
-pub fn rule_tls<'a>(rules: &'a [DestinationRule], merged: &MergedRule, port: u16) -> Option<RuleTls<'a>> {
+pub fn rule_tls<'a>(
+    rules: &'a [DestinationRule],
+    merged: &MergedRule,
+    port: u16,
+) -> Option<RuleTls<'a>> {
     let rule = &rules[merged.policy_from?];
     let (tls, port_level) = tls_for_port(rule.spec.traffic_policy.as_ref()?, port)?;
-    Some(RuleTls { tls, rule, port_level })
+    Some(RuleTls {
+        tls,
+        rule,
+        port_level,
+    })
 }
 
 #[cfg(test)]

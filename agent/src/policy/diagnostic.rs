@@ -93,17 +93,40 @@ fn code_str<S: serde::Serializer>(c: &Code, s: S) -> Result<S::Ok, S::Error> {
 
 impl Diagnostic {
     pub fn error(code: Code, location: Location, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, code, location, message: message.into() }
+        Self {
+            severity: Severity::Error,
+            code,
+            location,
+            message: message.into(),
+        }
     }
 
     pub fn warning(code: Code, location: Location, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, code, location, message: message.into() }
+        Self {
+            severity: Severity::Warning,
+            code,
+            location,
+            message: message.into(),
+        }
     }
 
     /// A finding about one resource, without file position.
-    pub fn about(severity: Severity, code: Code, resource: ResourceRef, message: impl Into<String>) -> Self {
-        let location = Location { resource: Some(resource), ..Location::default() };
-        Self { severity, code, location, message: message.into() }
+    pub fn about(
+        severity: Severity,
+        code: Code,
+        resource: ResourceRef,
+        message: impl Into<String>,
+    ) -> Self {
+        let location = Location {
+            resource: Some(resource),
+            ..Location::default()
+        };
+        Self {
+            severity,
+            code,
+            location,
+            message: message.into(),
+        }
     }
 }
 

@@ -39,7 +39,14 @@ pub fn rules_for_pod(
     for p in policies.iter().filter(|p| p.metadata.namespace() == ns) {
         if p.spec.targets.is_empty() {
             if p.metadata.name == "default" {
-                namespace_level = Some(rule(Level::Namespace, "Policy", Some(ns), &p.metadata.name, &p.spec, None));
+                namespace_level = Some(rule(
+                    Level::Namespace,
+                    "Policy",
+                    Some(ns),
+                    &p.metadata.name,
+                    &p.spec,
+                    None,
+                ));
             }
             continue;
         }
@@ -65,15 +72,39 @@ pub fn rules_for_pod(
             }
         }
         if matched {
-            service_level.push((p, rule(Level::Workload, "Policy", Some(ns), &p.metadata.name, &p.spec, ports)));
+            service_level.push((
+                p,
+                rule(
+                    Level::Workload,
+                    "Policy",
+                    Some(ns),
+                    &p.metadata.name,
+                    &p.spec,
+                    ports,
+                ),
+            ));
         }
     }
     service_level.sort_by(|a, b| a.0.metadata.age_key().cmp(&b.0.metadata.age_key()));
     let mesh = mesh_policies
         .iter()
         .find(|m| m.metadata.name == "default")
-        .map(|m| rule(Level::Mesh, "MeshPolicy", None, &m.metadata.name, &m.spec, None));
-    service_level.into_iter().map(|(_, r)| r).chain(namespace_level).chain(mesh).collect()
+        .map(|m| {
+            rule(
+                Level::Mesh,
+                "MeshPolicy",
+                None,
+                &m.metadata.name,
+                &m.spec,
+                None,
+            )
+        });
+    service_level
+        .into_iter()
+        .map(|(_, r)| r)
+        .chain(namespace_level)
+        .chain(mesh)
+        .collect()
 }
 
 fn rule(
@@ -84,10 +115,17 @@ fn rule(
     spec: &LegacyPolicySpec,
     ports: Option<BTreeSet<u16>>,
 ) -> LegacyRule {
-    LegacyRule { level, mode: spec.mode(), resource: ResourceRef::new(kind, ns, name), ports }
+    LegacyRule {
+        level,
+        mode: spec.mode(),
+        resource: ResourceRef::new(kind, ns, name),
+        ports,
+    }
 }
 
 /// The first rule covering `port`.
 pub fn for_port(rules: &[LegacyRule], port: u16) -> Option<&LegacyRule> {
-    rules.iter().find(|r| r.ports.as_ref().is_none_or(|p| p.contains(&port)))
+    rules
+        .iter()
+        .find(|r| r.ports.as_ref().is_none_or(|p| p.contains(&port)))
 }

@@ -24,11 +24,15 @@ pub struct LoadReport {
 
 impl LoadReport {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
     }
 }
 
@@ -40,7 +44,10 @@ pub fn load_path(path: &Path) -> LoadReport {
     if let Err(e) = collect_files(path, true, &mut files) {
         report.diagnostics.push(Diagnostic::error(
             Code::ParseError,
-            Location { file: Some(path.to_owned()), ..Location::default() },
+            Location {
+                file: Some(path.to_owned()),
+                ..Location::default()
+            },
             format!("cannot read: {e}"),
         ));
         return report;
@@ -50,7 +57,10 @@ pub fn load_path(path: &Path) -> LoadReport {
             Ok(text) => parse_into(&text, Some(&file), &mut report),
             Err(e) => report.diagnostics.push(Diagnostic::error(
                 Code::ParseError,
-                Location { file: Some(file.clone()), ..Location::default() },
+                Location {
+                    file: Some(file.clone()),
+                    ..Location::default()
+                },
                 format!("cannot read: {e}"),
             )),
         }
@@ -79,7 +89,11 @@ fn collect_files(path: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Res
     if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
             .collect();
         entries.sort();
         for entry in entries {
@@ -92,7 +106,10 @@ fn collect_files(path: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Res
 }
 
 fn is_config_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
 }
 
 fn finish(report: &mut LoadReport) {
@@ -102,23 +119,45 @@ fn finish(report: &mut LoadReport) {
 
 fn parse_into(text: &str, file: Option<&Path>, report: &mut LoadReport) {
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let location = Location { file: file.map(Path::to_owned), document: Some(index), ..Location::default() };
+        let location = Location {
+            file: file.map(Path::to_owned),
+            document: Some(index),
+            ..Location::default()
+        };
         let value = match serde::Deserialize::deserialize(document) {
             Ok(Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
-                report.diagnostics.push(Diagnostic::error(Code::ParseError, location, format!("invalid YAML: {e}")));
+                report.diagnostics.push(Diagnostic::error(
+                    Code::ParseError,
+                    location,
+                    format!("invalid YAML: {e}"),
+                ));
                 // A syntax error ends the stream: later documents cannot be located reliably.
                 break;
             }
         };
-        let is_list = value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
+        let is_list = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List"))
             && value.get("items").is_some();
         if is_list {
-            let items = value.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            let items = value
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
                 let field = Some(format!("items[{i}]"));
-                parse_object(item, Location { field, ..location.clone() }, report);
+                parse_object(
+                    item,
+                    Location {
+                        field,
+                        ..location.clone()
+                    },
+                    report,
+                );
             }
         } else {
             parse_object(value, location, report);
@@ -136,12 +175,29 @@ const ISTIO_KINDS: &[(&str, &str)] = &[
 ];
 
 fn parse_object(value: Value, mut location: Location, report: &mut LoadReport) {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let meta = value.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_owned();
-    let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_owned);
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (group, version) = api_version
+        .rsplit_once('/')
+        .unwrap_or(("", api_version.as_str()));
     let resource = ResourceRef::new(&kind, namespace.as_deref(), &name);
     location.resource = Some(resource.clone());
 
@@ -164,11 +220,16 @@ fn parse_object(value: Value, mut location: Location, report: &mut LoadReport) {
         ("authentication.istio.io", "MeshPolicy") if supported(&["v1alpha1"]) => {
             decode(value, &kind, &mut res.mesh_policies)
         }
-        ("authentication.istio.io", "Policy") if supported(&["v1alpha1"]) => decode(value, &kind, &mut res.policies),
+        ("authentication.istio.io", "Policy") if supported(&["v1alpha1"]) => {
+            decode(value, &kind, &mut res.policies)
+        }
         _ if ISTIO_KINDS.contains(&(group, kind.as_str())) => {
             report.diagnostics.push(Diagnostic::warning(
                 Code::InvalidValue,
-                Location { field: Some("apiVersion".into()), ..location },
+                Location {
+                    field: Some("apiVersion".into()),
+                    ..location
+                },
                 format!("unsupported apiVersion {api_version} for {kind}; skipped"),
             ));
             return;
@@ -190,13 +251,20 @@ fn parse_object(value: Value, mut location: Location, report: &mut LoadReport) {
             for field in unknown.into_iter().filter(|f| !known_unmodelled(&kind, f)) {
                 report.diagnostics.push(Diagnostic::warning(
                     Code::UnknownField,
-                    Location { field: Some(field.clone()), ..location.clone() },
+                    Location {
+                        field: Some(field.clone()),
+                        ..location.clone()
+                    },
                     format!("unknown field {field} ignored"),
                 ));
             }
         }
         Err((field, message)) => {
-            report.diagnostics.push(Diagnostic::error(Code::ParseError, Location { field, ..location }, message));
+            report.diagnostics.push(Diagnostic::error(
+                Code::ParseError,
+                Location { field, ..location },
+                message,
+            ));
         }
     }
 }
@@ -213,7 +281,10 @@ fn decode<T: DeserializeOwned + HasMeta>(
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(obj) => {
             if obj.meta().name.is_empty() {
-                return Err((Some("metadata.name".into()), format!("{kind} without metadata.name")));
+                return Err((
+                    Some("metadata.name".into()),
+                    format!("{kind} without metadata.name"),
+                ));
             }
             out.push(obj);
             Ok(unknown)

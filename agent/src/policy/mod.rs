@@ -17,12 +17,12 @@
 //! - Changes: [`watch::ConfigHandle::subscribe`] gives a `tokio::sync::watch::Receiver`.
 
 pub mod auto_mtls;
-//X pub mod check;
-//X pub mod cli;
+pub mod check;
+pub mod cli;
 pub mod decision;
 pub mod destination_rule;
 pub mod diagnostic;
-//X pub mod explain;
+pub mod explain;
 pub mod legacy;
 pub mod load;
 pub mod model;

@@ -52,10 +52,18 @@ impl PeerAuthnIndex {
     pub fn build(policies: &[PeerAuthentication]) -> Self {
         let mut by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, pa) in policies.iter().enumerate() {
-            by_namespace.entry(pa.metadata.namespace().to_owned()).or_default().push(i);
+            by_namespace
+                .entry(pa.metadata.namespace().to_owned())
+                .or_default()
+                .push(i);
         }
         for group in by_namespace.values_mut() {
-            group.sort_by(|a, b| policies[*a].metadata.age_key().cmp(&policies[*b].metadata.age_key()));
+            group.sort_by(|a, b| {
+                policies[*a]
+                    .metadata
+                    .age_key()
+                    .cmp(&policies[*b].metadata.age_key())
+            });
         }
         Self { by_namespace }
     }
@@ -66,27 +74,57 @@ impl PeerAuthnIndex {
         policies: &'a [PeerAuthentication],
         namespace: &str,
     ) -> impl Iterator<Item = &'a PeerAuthentication> + 'a {
-        self.by_namespace.get(namespace).into_iter().flatten().map(move |i| &policies[*i])
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(move |i| &policies[*i])
     }
 
     /// Composes the effective policy of `pod`.
-    pub fn compose(&self, policies: &[PeerAuthentication], root_namespace: &str, pod: &Pod) -> PeerPolicy {
+    pub fn compose(
+        &self,
+        policies: &[PeerAuthentication],
+        root_namespace: &str,
+        pod: &Pod,
+    ) -> PeerPolicy {
         let ns = pod.namespace();
-        let mesh = self.in_namespace(policies, root_namespace).find(|p| !p.spec.has_selector());
+        let mesh = self
+            .in_namespace(policies, root_namespace)
+            .find(|p| !p.spec.has_selector());
         let (namespace, workload) = if ns == root_namespace {
             (None, None)
         } else {
-            let namespace = self.in_namespace(policies, ns).find(|p| !p.spec.has_selector());
-            let workload = self.in_namespace(policies, ns).find(|p| p.spec.selector.as_ref().is_some_and(|s| !s.is_empty() && s.matches(pod.labels())));
+            let namespace = self
+                .in_namespace(policies, ns)
+                .find(|p| !p.spec.has_selector());
+            let workload = self.in_namespace(policies, ns).find(|p| {
+                p.spec
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty() && s.matches(pod.labels()))
+            });
             (namespace, workload)
         };
 
-        let mut decided = Decided { mode: InboundMode::Permissive, source: None, port: None };
-        for (level, pa) in [(Level::Mesh, mesh), (Level::Namespace, namespace), (Level::Workload, workload)] {
+        let mut decided = Decided {
+            mode: InboundMode::Permissive,
+            source: None,
+            port: None,
+        };
+        for (level, pa) in [
+            (Level::Mesh, mesh),
+            (Level::Namespace, namespace),
+            (Level::Workload, workload),
+        ] {
             if let Some(pa) = pa
                 && let Some(mode) = pa.spec.mode().effective()
             {
-                decided = Decided { mode, source: Some((level, resource(pa))), port: None };
+                decided = Decided {
+                    mode,
+                    source: Some((level, resource(pa))),
+                    port: None,
+                };
             }
         }
         let per_port = workload
@@ -96,9 +134,11 @@ impl PeerAuthnIndex {
                     .iter()
                     .map(|(port, mtls)| {
                         let d = match mtls.mode.effective() {
-                            Some(mode) => {
-                                Decided { mode, source: Some((Level::Workload, resource(pa))), port: Some(*port) }
-                            }
+                            Some(mode) => Decided {
+                                mode,
+                                source: Some((Level::Workload, resource(pa))),
+                                port: Some(*port),
+                            },
                             None => decided.clone(),
                         };
                         (*port, d)
@@ -106,12 +146,19 @@ impl PeerAuthnIndex {
                     .collect()
             })
             .unwrap_or_default();
-        PeerPolicy { workload: decided, per_port }
+        PeerPolicy {
+            workload: decided,
+            per_port,
+        }
     }
 }
 
 fn resource(pa: &PeerAuthentication) -> ResourceRef {
-    ResourceRef::new("PeerAuthentication", Some(pa.metadata.namespace()), &pa.metadata.name)
+    ResourceRef::new(
+        "PeerAuthentication",
+        Some(pa.metadata.namespace()),
+        &pa.metadata.name,
+    )
 }
 
 #[cfg(test)]

@@ -21,10 +21,25 @@ struct Client<'a> {
 
 /// A classified destination, before endpoints are expanded.
 enum Target {
-    Service { svc: usize, port: u16 },
-    Pod { pod: usize, port: u16 },
-    Entry { entry: usize, host: String, port: u16, addr: Option<SocketAddr> },
-    External { host: String, port: u16, addr: Option<SocketAddr> },
+    Service {
+        svc: usize,
+        port: u16,
+    },
+    Pod {
+        pod: usize,
+        port: u16,
+    },
+    Entry {
+        entry: usize,
+        host: String,
+        port: u16,
+        addr: Option<SocketAddr>,
+    },
+    External {
+        host: String,
+        port: u16,
+        addr: Option<SocketAddr>,
+    },
 }
 
 /// Bad input to [`Snapshot::outbound_to_host`].
@@ -42,23 +57,39 @@ impl Snapshot {
     /// The inbound mode of `pod` on `target_port`, or `None` for an unknown pod. A pod outside the
     /// mesh has no proxy: DISABLE.
     pub fn inbound(&self, pod: &PodKey, target_port: u16) -> Option<Inbound> {
-        self.pod_by_key.get(pod).map(|i| self.inbound_idx(*i, target_port))
+        self.pod_by_key
+            .get(pod)
+            .map(|i| self.inbound_idx(*i, target_port))
     }
 
     fn inbound_idx(&self, i: usize, port: u16) -> Inbound {
         if !self.pod_in_mesh[i] {
-            return Inbound { mode: InboundMode::Disable, decided_by: None };
+            return Inbound {
+                mode: InboundMode::Disable,
+                decided_by: None,
+            };
         }
         let peer = self.pod_peer[i].for_port(port);
         let old = legacy::for_port(&self.pod_legacy[i], port);
         match (old, &peer.source) {
-            (Some(l), source) if source.as_ref().is_none_or(|(lvl, _)| l.level > *lvl) => {
-                Inbound { mode: l.mode, decided_by: Some(Decider { resource: l.resource.clone(), port: None }) }
-            }
-            (_, Some((_, res))) => {
-                Inbound { mode: peer.mode, decided_by: Some(Decider { resource: res.clone(), port: peer.port }) }
-            }
-            (_, None) => Inbound { mode: peer.mode, decided_by: None },
+            (Some(l), source) if source.as_ref().is_none_or(|(lvl, _)| l.level > *lvl) => Inbound {
+                mode: l.mode,
+                decided_by: Some(Decider {
+                    resource: l.resource.clone(),
+                    port: None,
+                }),
+            },
+            (_, Some((_, res))) => Inbound {
+                mode: peer.mode,
+                decided_by: Some(Decider {
+                    resource: res.clone(),
+                    port: peer.port,
+                }),
+            },
+            (_, None) => Inbound {
+                mode: peer.mode,
+                decided_by: None,
+            },
         }
     }
 
@@ -70,7 +101,12 @@ impl Snapshot {
 
     /// As [`outbound`](Self::outbound) but by name, for `explain`: `HOST` may be a service short name
     /// (client's namespace), `name.ns`, `name.ns.svc`, an FQDN, an IP, an entry host or an external name.
-    pub fn outbound_to_host(&self, source: Option<&PodKey>, host: &str, port: u16) -> Result<Outbound, QueryError> {
+    pub fn outbound_to_host(
+        &self,
+        source: Option<&PodKey>,
+        host: &str,
+        port: u16,
+    ) -> Result<Outbound, QueryError> {
         if let Some(key) = source
             && !self.pod_by_key.contains_key(key)
         {
@@ -83,7 +119,9 @@ impl Snapshot {
         let domain = &self.settings.cluster_domain;
         let dots = host.matches('.').count();
         let candidates: Vec<String> = match dots {
-            0 if source.is_none() => return Err(QueryError::ShortNameWithoutNamespace(host.into())),
+            0 if source.is_none() => {
+                return Err(QueryError::ShortNameWithoutNamespace(host.into()));
+            }
             0 => vec![format!("{host}.{}.svc.{domain}", client.namespace)],
             1 => vec![format!("{host}.svc.{domain}"), host.to_owned()],
             2 if host.ends_with(".svc") => vec![format!("{host}.{domain}")],
@@ -99,10 +137,25 @@ impl Snapshot {
             }
         }
         let target = match self.se_by_host.get(host) {
-            Some(e) if self.resources.service_entries[*e].spec.ports.iter().any(|p| p.number == port) => {
-                Target::Entry { entry: *e, host: host.to_owned(), port, addr: None }
+            Some(e)
+                if self.resources.service_entries[*e]
+                    .spec
+                    .ports
+                    .iter()
+                    .any(|p| p.number == port) =>
+            {
+                Target::Entry {
+                    entry: *e,
+                    host: host.to_owned(),
+                    port,
+                    addr: None,
+                }
             }
-            _ => Target::External { host: host.to_owned(), port, addr: None },
+            _ => Target::External {
+                host: host.to_owned(),
+                port,
+                addr: None,
+            },
         };
         Ok(self.expand(&client, target))
     }
@@ -111,9 +164,17 @@ impl Snapshot {
         match source.and_then(|k| self.pod_by_key.get(k)) {
             Some(i) => {
                 let pod = &self.resources.pods[*i];
-                Client { namespace: pod.namespace(), labels: Some(pod.labels()), in_mesh: self.pod_in_mesh[*i] }
+                Client {
+                    namespace: pod.namespace(),
+                    labels: Some(pod.labels()),
+                    in_mesh: self.pod_in_mesh[*i],
+                }
             }
-            None => Client { namespace: "", labels: None, in_mesh: false },
+            None => Client {
+                namespace: "",
+                labels: None,
+                in_mesh: false,
+            },
         }
     }
 
@@ -127,18 +188,44 @@ impl Snapshot {
         if let Some(p) = self.pod_by_ip.get(&ip) {
             return Target::Pod { pod: *p, port };
         }
-        let has_port = |e: &usize| self.resources.service_entries[*e].spec.ports.iter().any(|p| p.number == port);
+        let has_port = |e: &usize| {
+            self.resources.service_entries[*e]
+                .spec
+                .ports
+                .iter()
+                .any(|p| p.number == port)
+        };
         let entry = self
             .se_by_ip
             .get(&ip)
             .and_then(|v| v.iter().copied().find(has_port))
-            .or_else(|| self.se_cidrs.iter().filter(|(net, _)| net.contains(&ip)).map(|(_, e)| *e).find(has_port));
+            .or_else(|| {
+                self.se_cidrs
+                    .iter()
+                    .filter(|(net, _)| net.contains(&ip))
+                    .map(|(_, e)| *e)
+                    .find(has_port)
+            });
         match entry {
             Some(e) => {
-                let host = self.resources.service_entries[e].spec.hosts.first().cloned().unwrap_or_else(|| ip.to_string());
-                Target::Entry { entry: e, host, port, addr: Some(dst) }
+                let host = self.resources.service_entries[e]
+                    .spec
+                    .hosts
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| ip.to_string());
+                Target::Entry {
+                    entry: e,
+                    host,
+                    port,
+                    addr: Some(dst),
+                }
             }
-            None => Target::External { host: ip.to_string(), port, addr: Some(dst) },
+            None => Target::External {
+                host: ip.to_string(),
+                port,
+                addr: Some(dst),
+            },
         }
     }
 
@@ -154,7 +241,15 @@ impl Snapshot {
                     .iter()
                     .filter_map(|p| {
                         let tp = sp.target_port_on(&r.pods[*p])?;
-                        Some(self.pod_endpoint(client, *p, tp, &fqdn, port, Some(svc.namespace()), app_tls))
+                        Some(self.pod_endpoint(
+                            client,
+                            *p,
+                            tp,
+                            &fqdn,
+                            port,
+                            Some(svc.namespace()),
+                            app_tls,
+                        ))
                     })
                     .collect();
                 let destination = Destination::Service {
@@ -164,7 +259,11 @@ impl Snapshot {
                     port,
                     port_name: sp.name.clone(),
                 };
-                Outbound { destination, app_tls, endpoints }
+                Outbound {
+                    destination,
+                    app_tls,
+                    endpoints,
+                }
             }
             Target::Pod { pod: p, port } => {
                 let pod = &r.pods[p];
@@ -172,18 +271,45 @@ impl Snapshot {
                 // this port; that service's host then selects the DestinationRule.
                 let via = self.pod_services[p].iter().find_map(|s| {
                     let svc = &r.services[*s];
-                    let sp = svc.spec.ports.iter().find(|sp| sp.target_port_on(pod) == Some(port))?;
-                    Some((self.service_fqdn(svc), sp.port, sp.app_tls(), svc.namespace()))
+                    let sp = svc
+                        .spec
+                        .ports
+                        .iter()
+                        .find(|sp| sp.target_port_on(pod) == Some(port))?;
+                    Some((
+                        self.service_fqdn(svc),
+                        sp.port,
+                        sp.app_tls(),
+                        svc.namespace(),
+                    ))
                 });
                 let ip = pod.ips().first().map(IpAddr::to_string).unwrap_or_default();
                 let (host, sport, app_tls, ns) = via.unwrap_or((ip, port, false, pod.namespace()));
                 let endpoint = self.pod_endpoint(client, p, port, &host, sport, Some(ns), app_tls);
-                let destination = Destination::Pod { pod: PodKey::new(pod.namespace(), pod.name()), port };
-                Outbound { destination, app_tls, endpoints: vec![endpoint] }
+                let destination = Destination::Pod {
+                    pod: PodKey::new(pod.namespace(), pod.name()),
+                    port,
+                };
+                Outbound {
+                    destination,
+                    app_tls,
+                    endpoints: vec![endpoint],
+                }
             }
-            Target::Entry { entry: e, host, port, addr } => {
+            Target::Entry {
+                entry: e,
+                host,
+                port,
+                addr,
+            } => {
                 let se = &r.service_entries[e];
-                let sep = se.spec.ports.iter().find(|p| p.number == port).cloned().unwrap_or_default();
+                let sep = se
+                    .spec
+                    .ports
+                    .iter()
+                    .find(|p| p.number == port)
+                    .cloned()
+                    .unwrap_or_default();
                 let app_tls = sep.app_tls();
                 let facts = EndpointFacts {
                     in_mesh: false,
@@ -193,7 +319,13 @@ impl Snapshot {
                     host: &host,
                     port,
                 };
-                let endpoint = self.external_endpoint(client, &facts, addr, Some(se.metadata.namespace()), app_tls);
+                let endpoint = self.external_endpoint(
+                    client,
+                    &facts,
+                    addr,
+                    Some(se.metadata.namespace()),
+                    app_tls,
+                );
                 let destination = Destination::ServiceEntry {
                     namespace: se.metadata.namespace().to_owned(),
                     name: se.metadata.name.clone(),
@@ -201,7 +333,11 @@ impl Snapshot {
                     port,
                     location: se.spec.location,
                 };
-                Outbound { destination, app_tls, endpoints: vec![endpoint] }
+                Outbound {
+                    destination,
+                    app_tls,
+                    endpoints: vec![endpoint],
+                }
             }
             Target::External { host, port, addr } => {
                 let facts = EndpointFacts {
@@ -213,7 +349,14 @@ impl Snapshot {
                     port,
                 };
                 let endpoint = self.external_endpoint(client, &facts, addr, None, false);
-                Outbound { destination: Destination::External { host: host.clone(), port }, app_tls: false, endpoints: vec![endpoint] }
+                Outbound {
+                    destination: Destination::External {
+                        host: host.clone(),
+                        port,
+                    },
+                    app_tls: false,
+                    endpoints: vec![endpoint],
+                }
             }
         }
     }
@@ -233,12 +376,21 @@ impl Snapshot {
         let in_mesh = self.pod_in_mesh[p];
         let identity = pod.spiffe_id(&self.settings.trust_domain);
         let server = self.inbound_idx(p, target_port);
-        let facts =
-            EndpointFacts { in_mesh, mode: server.mode, identity: Some(&identity), mesh_external: false, host, port };
+        let facts = EndpointFacts {
+            in_mesh,
+            mode: server.mode,
+            identity: Some(&identity),
+            mesh_external: false,
+            host,
+            port,
+        };
         let client_tls = self.client_tls(client, &facts, service_ns);
         let outcome = outcome(&client_tls, in_mesh, server.mode, Some(&identity), app_tls);
         Endpoint {
-            addr: pod.ips().first().map(|ip| SocketAddr::new(*ip, target_port)),
+            addr: pod
+                .ips()
+                .first()
+                .map(|ip| SocketAddr::new(*ip, target_port)),
             pod: Some(PodKey::new(pod.namespace(), pod.name())),
             target_port,
             in_mesh,
@@ -257,7 +409,10 @@ impl Snapshot {
         service_ns: Option<&str>,
         app_tls: bool,
     ) -> Endpoint {
-        let server = Inbound { mode: InboundMode::Disable, decided_by: None };
+        let server = Inbound {
+            mode: InboundMode::Disable,
+            decided_by: None,
+        };
         let client_tls = self.client_tls(client, facts, service_ns);
         let outcome = outcome(&client_tls, false, server.mode, None, app_tls);
         Endpoint {
@@ -272,13 +427,24 @@ impl Snapshot {
         }
     }
 
-    fn client_tls(&self, client: &Client<'_>, facts: &EndpointFacts<'_>, service_ns: Option<&str>) -> ClientTls {
+    fn client_tls(
+        &self,
+        client: &Client<'_>,
+        facts: &EndpointFacts<'_>,
+        service_ns: Option<&str>,
+    ) -> ClientTls {
         let Some(labels) = client.labels.filter(|_| client.in_mesh) else {
             return ClientTls::plaintext(ClientBasis::ClientOutsideMesh);
         };
         let rule = self
             .dest_rules
-            .lookup(client.namespace, labels, facts.host, service_ns, &self.settings.root_namespace)
+            .lookup(
+                client.namespace,
+                labels,
+                facts.host,
+                service_ns,
+                &self.settings.root_namespace,
+            )
             .and_then(|m| rule_tls(&self.resources.destination_rules, m, facts.port));
         let credential = rule
             .and_then(|r| r.tls.credential_name.as_deref())

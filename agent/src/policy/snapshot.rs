@@ -65,18 +65,33 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from a load report; any error diagnostic rejects the whole configuration.
-    pub fn from_report(report: LoadReport, settings: MeshSettings) -> Result<Self, Vec<Diagnostic>> {
+    pub fn from_report(
+        report: LoadReport,
+        settings: MeshSettings,
+    ) -> Result<Self, Vec<Diagnostic>> {
         if report.has_errors() {
-            return Err(report.diagnostics.into_iter().filter(|d| d.severity == Severity::Error).collect());
+            return Err(report
+                .diagnostics
+                .into_iter()
+                .filter(|d| d.severity == Severity::Error)
+                .collect());
         }
         Ok(Self::build(report.resources, settings, report.diagnostics))
     }
 
-    pub fn build(mut resources: Resources, settings: MeshSettings, mut diagnostics: Vec<Diagnostic>) -> Self {
+    pub fn build(
+        mut resources: Resources,
+        settings: MeshSettings,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Self {
         resources.canonicalize();
         let r = &resources;
-        let namespaces: HashMap<String, usize> =
-            r.namespaces.iter().enumerate().map(|(i, n)| (n.metadata.name.clone(), i)).collect();
+        let namespaces: HashMap<String, usize> = r
+            .namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.metadata.name.clone(), i))
+            .collect();
 
         let mut pods_by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut pod_by_key = HashMap::with_capacity(r.pods.len());
@@ -94,7 +109,9 @@ impl Snapshot {
             if let Some(node) = pod.node_name() {
                 pods_by_node.entry(node.to_owned()).or_default().push(i);
             }
-            let ns_enabled = namespaces.get(pod.namespace()).is_some_and(|n| r.namespaces[*n].mesh_enabled());
+            let ns_enabled = namespaces
+                .get(pod.namespace())
+                .is_some_and(|n| r.namespaces[*n].mesh_enabled());
             pod_in_mesh.push(ns_enabled && !pod.opted_out() && !pod.spec.host_network);
         }
 
@@ -121,7 +138,11 @@ impl Snapshot {
         }
 
         let pa_index = PeerAuthnIndex::build(&r.peer_authentications);
-        let pod_peer = r.pods.iter().map(|p| pa_index.compose(&r.peer_authentications, &settings.root_namespace, p)).collect();
+        let pod_peer = r
+            .pods
+            .iter()
+            .map(|p| pa_index.compose(&r.peer_authentications, &settings.root_namespace, p))
+            .collect();
         let pod_legacy = r
             .pods
             .iter()
@@ -136,8 +157,18 @@ impl Snapshot {
         let mut se_cidrs = Vec::new();
         let mut se_by_host = HashMap::new();
         for (e, se) in r.service_entries.iter().enumerate() {
-            let endpoint_ips = se.spec.endpoints.iter().filter_map(|ep| ep.address.as_deref());
-            for addr in se.spec.addresses.iter().map(String::as_str).chain(endpoint_ips) {
+            let endpoint_ips = se
+                .spec
+                .endpoints
+                .iter()
+                .filter_map(|ep| ep.address.as_deref());
+            for addr in se
+                .spec
+                .addresses
+                .iter()
+                .map(String::as_str)
+                .chain(endpoint_ips)
+            {
                 if let Ok(ip) = addr.parse::<IpAddr>() {
                     se_by_ip.entry(ip).or_default().push(e);
                 } else if let Ok(net) = addr.parse::<IpNet>() {
@@ -170,18 +201,29 @@ impl Snapshot {
             })();
             match cred {
                 Ok(c) => {
-                    credentials.insert((secret.metadata.namespace().to_owned(), secret.metadata.name.clone()), c);
+                    credentials.insert(
+                        (
+                            secret.metadata.namespace().to_owned(),
+                            secret.metadata.name.clone(),
+                        ),
+                        c,
+                    );
                 }
                 Err(e) => diagnostics.push(Diagnostic::about(
                     Severity::Warning,
                     Code::InvalidValue,
-                    ResourceRef::new("Secret", Some(secret.metadata.namespace()), &secret.metadata.name),
+                    ResourceRef::new(
+                        "Secret",
+                        Some(secret.metadata.namespace()),
+                        &secret.metadata.name,
+                    ),
                     format!("invalid base64 in {e}"),
                 )),
             }
         }
 
-        let dest_rules = DestinationRuleIndex::build(&r.destination_rules, &settings.cluster_domain);
+        let dest_rules =
+            DestinationRuleIndex::build(&r.destination_rules, &settings.cluster_domain);
         Self {
             pod_by_key,
             pod_by_ip,
@@ -214,16 +256,22 @@ impl Snapshot {
 
     /// Whether the pod is captured: its namespace is enrolled and it did not opt out.
     pub fn in_mesh(&self, key: &PodKey) -> bool {
-        self.pod_by_key.get(key).is_some_and(|i| self.pod_in_mesh[*i])
+        self.pod_by_key
+            .get(key)
+            .is_some_and(|i| self.pod_in_mesh[*i])
     }
 
     /// Mesh pods scheduled on `node`: what the capture code attaches to.
     pub fn pods_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Pod> + 'a {
-        self.all_pods_on_node(node).filter_map(|(p, mesh)| mesh.then_some(p))
+        self.all_pods_on_node(node)
+            .filter_map(|(p, mesh)| mesh.then_some(p))
     }
 
     /// All pods on `node` with their mesh membership.
-    pub fn all_pods_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = (&'a Pod, bool)> + 'a {
+    pub fn all_pods_on_node<'a>(
+        &'a self,
+        node: &str,
+    ) -> impl Iterator<Item = (&'a Pod, bool)> + 'a {
         self.pods_by_node
             .get(node)
             .into_iter()
@@ -233,7 +281,11 @@ impl Snapshot {
 
     /// Services (in the pod's namespace) whose selector picks the pod.
     pub fn services_of(&self, key: &PodKey) -> impl Iterator<Item = &Service> {
-        let idx = self.pod_by_key.get(key).map(|i| self.pod_services[*i].as_slice()).unwrap_or_default();
+        let idx = self
+            .pod_by_key
+            .get(key)
+            .map(|i| self.pod_services[*i].as_slice())
+            .unwrap_or_default();
         idx.iter().map(|s| &self.resources.services[*s])
     }
 
@@ -245,7 +297,10 @@ impl Snapshot {
         let key = |n: &str| (namespace.to_owned(), n.to_owned());
         let mut cred = self.credentials.get(&key(name)).cloned()?;
         if cred.ca.is_none() {
-            cred.ca = self.credentials.get(&key(&format!("{name}-cacert"))).and_then(|c| c.ca.clone());
+            cred.ca = self
+                .credentials
+                .get(&key(&format!("{name}-cacert")))
+                .and_then(|c| c.ca.clone());
         }
         Some(cred)
     }

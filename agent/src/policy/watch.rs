@@ -37,8 +37,15 @@ impl ConfigHandle {
     pub fn new(initial: Snapshot) -> Self {
         let settings = initial.settings.clone();
         let (changes, _) = watch::channel(0);
-        let inner = Inner { current: ArcSwap::from_pointee(initial), settings, changes, last_error: Mutex::new(None) };
-        Self { inner: Arc::new(inner) }
+        let inner = Inner {
+            current: ArcSwap::from_pointee(initial),
+            settings,
+            changes,
+            last_error: Mutex::new(None),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The snapshot in force; keep the `Arc` for the whole connection decision.
@@ -73,7 +80,10 @@ impl ConfigHandle {
     }
 
     fn lock_error(&self) -> std::sync::MutexGuard<'_, Option<Vec<Diagnostic>>> {
-        self.inner.last_error.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -87,13 +97,21 @@ type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 impl FileSource {
     /// Loads `path`; fails when the initial configuration has errors (there is no last good one).
-    pub fn load(path: &Path, settings: MeshSettings) -> Result<(Self, ConfigHandle), Vec<Diagnostic>> {
+    pub fn load(
+        path: &Path,
+        settings: MeshSettings,
+    ) -> Result<(Self, ConfigHandle), Vec<Diagnostic>> {
         let report = load_path(path);
         for w in &report.diagnostics {
             tracing::warn!(warning = %w, "configuration");
         }
         let snapshot = Snapshot::from_report(report, settings)?;
-        Ok((Self { path: path.to_owned() }, ConfigHandle::new(snapshot)))
+        Ok((
+            Self {
+                path: path.to_owned(),
+            },
+            ConfigHandle::new(snapshot),
+        ))
     }
 
     /// Loads `path` and spawns the polling task on the current tokio runtime.

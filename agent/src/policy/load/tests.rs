@@ -27,8 +27,15 @@ spec: {restartPolicy: Always, containers: [{name: c, image: x}]}
     assert!(!report.has_errors(), "{:#?}", report.diagnostics);
     assert_eq!(report.resources.peer_authentications.len(), 1);
     assert_eq!(report.resources.pods.len(), 1);
-    let warnings: Vec<_> = report.diagnostics.iter().map(|d| (d.code, d.location.field.clone())).collect();
-    assert_eq!(warnings, vec![(Code::UnknownField, Some("spec.portLevelMTLS".to_owned()))]);
+    let warnings: Vec<_> = report
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.location.field.clone()))
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![(Code::UnknownField, Some("spec.portLevelMTLS".to_owned()))]
+    );
     let text = report.diagnostics[0].to_string();
     assert!(text.contains("PeerAuthentication a/pa"), "{text}");
 }
@@ -42,7 +49,10 @@ fn parse_error_names_document_resource_and_field() {
     assert_eq!(err.code, Code::ParseError);
     assert_eq!(err.location.document, Some(1));
     assert_eq!(err.location.resource.as_ref().unwrap().name, "d");
-    assert_eq!(err.location.field.as_deref(), Some("spec.trafficPolicy.tls.mode"));
+    assert_eq!(
+        err.location.field.as_deref(),
+        Some("spec.trafficPolicy.tls.mode")
+    );
 }
 
 #[test]
@@ -59,13 +69,30 @@ fn lists_versions_and_duplicates() {
 fn directory_is_read_recursively_in_order() {
     let dir = std::env::temp_dir().join(format!("sockmesh-load-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("sub/.hidden")).unwrap();
-    std::fs::write(dir.join("b.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n").unwrap();
-    std::fs::write(dir.join("sub/a.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sub/a.yml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("sub/notes.txt"), "not yaml").unwrap();
-    std::fs::write(dir.join("sub/.hidden/c.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
+    std::fs::write(
+        dir.join("sub/.hidden/c.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    )
+    .unwrap();
     let report = load_path(&dir);
     assert!(report.diagnostics.is_empty(), "{:#?}", report.diagnostics);
-    let names: Vec<_> = report.resources.namespaces.iter().map(|n| n.metadata.name.as_str()).collect();
+    let names: Vec<_> = report
+        .resources
+        .namespaces
+        .iter()
+        .map(|n| n.metadata.name.as_str())
+        .collect();
     assert_eq!(names, ["a", "b"]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(load_path(Path::new("/nonexistent/sockmesh")).has_errors());

@@ -29,7 +29,9 @@ impl Namespace {
     pub fn mesh_enabled(&self) -> bool {
         let labels = &self.metadata.labels;
         labels.get(CAPTURE_LABEL).is_some_and(|v| v == "enabled")
-            || labels.get(ISTIO_INJECTION_LABEL).is_some_and(|v| v == "enabled")
+            || labels
+                .get(ISTIO_INJECTION_LABEL)
+                .is_some_and(|v| v == "enabled")
     }
 }
 
@@ -112,7 +114,11 @@ impl Pod {
 
     /// Kubernetes' default service account is `default`.
     pub fn service_account(&self) -> &str {
-        self.spec.service_account_name.as_deref().or(self.spec.service_account.as_deref()).unwrap_or("default")
+        self.spec
+            .service_account_name
+            .as_deref()
+            .or(self.spec.service_account.as_deref())
+            .unwrap_or("default")
     }
 
     pub fn node_name(&self) -> Option<&str> {
@@ -121,7 +127,12 @@ impl Pod {
 
     /// `status.podIPs`, falling back to `status.podIP`; unparsable entries are dropped (the loader warns).
     pub fn ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.status.pod_ips.iter().filter_map(|p| p.ip.parse().ok()).collect();
+        let mut ips: Vec<IpAddr> = self
+            .status
+            .pod_ips
+            .iter()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
         if let Some(ip) = self.status.pod_ip.as_deref().and_then(|s| s.parse().ok())
             && !ips.contains(&ip)
         {
@@ -132,21 +143,38 @@ impl Pod {
 
     /// The workload identity Istio issues: `spiffe://<td>/ns/<ns>/sa/<sa>`.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
-        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace(), self.service_account())
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace(),
+            self.service_account()
+        )
     }
 
     /// Pod-level opt-out, by our label or Istio's label/annotation.
     pub fn opted_out(&self) -> bool {
-        self.labels().get(CAPTURE_LABEL).is_some_and(|v| v == "disabled")
-            || self.labels().get(ISTIO_INJECT_POD_KEY).is_some_and(|v| v == "false")
-            || self.annotations().get(ISTIO_INJECT_POD_KEY).is_some_and(|v| v == "false")
+        self.labels()
+            .get(CAPTURE_LABEL)
+            .is_some_and(|v| v == "disabled")
+            || self
+                .labels()
+                .get(ISTIO_INJECT_POD_KEY)
+                .is_some_and(|v| v == "false")
+            || self
+                .annotations()
+                .get(ISTIO_INJECT_POD_KEY)
+                .is_some_and(|v| v == "false")
     }
 
     /// Cgroup paths from `sockmesh.io/cgroup` for the capture code.
     pub fn cgroup_paths(&self) -> Vec<&str> {
         self.annotations()
             .get(CGROUP_ANNOTATION)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -214,7 +242,13 @@ impl ServicePort {
     /// The application already speaks TLS on this port: protocol or appProtocol HTTPS/TLS, or a name
     /// `https`/`tls` optionally followed by `-suffix` (Istio's explicit protocol selection).
     pub fn app_tls(&self) -> bool {
-        app_tls(self.name.as_deref(), self.protocol.as_deref().into_iter().chain(self.app_protocol.as_deref()))
+        app_tls(
+            self.name.as_deref(),
+            self.protocol
+                .as_deref()
+                .into_iter()
+                .chain(self.app_protocol.as_deref()),
+        )
     }
 
     /// The pod port this service port forwards to on `pod` (`None` when a named port is missing).
@@ -252,7 +286,12 @@ impl Service {
 
     /// `clusterIPs` plus `clusterIP`, without `None` (headless) and unparsable values.
     pub fn cluster_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.spec.cluster_ips.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut ips: Vec<IpAddr> = self
+            .spec
+            .cluster_ips
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         if let Some(ip) = self.spec.cluster_ip.as_deref().and_then(|s| s.parse().ok())
             && !ips.contains(&ip)
         {
@@ -298,9 +337,13 @@ impl Secret {
         if let Some(v) = self.string_data.get(key) {
             return Ok(Some(v.clone().into_bytes()));
         }
-        let Some(v) = self.data.get(key) else { return Ok(None) };
+        let Some(v) = self.data.get(key) else {
+            return Ok(None);
+        };
         let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();
-        base64::engine::general_purpose::STANDARD.decode(compact).map(Some)
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map(Some)
     }
 }
 
@@ -330,9 +373,19 @@ mod tests {
         let mut pod = Pod::default();
         pod.metadata.namespace = Some("test1".into());
         pod.status.pod_ip = Some("10.0.0.1".into());
-        pod.status.pod_ips = vec![PodIp { ip: "10.0.0.1".into() }, PodIp { ip: "fd00::1".into() }];
+        pod.status.pod_ips = vec![
+            PodIp {
+                ip: "10.0.0.1".into(),
+            },
+            PodIp {
+                ip: "fd00::1".into(),
+            },
+        ];
         assert_eq!(pod.ips().len(), 2);
-        assert_eq!(pod.spiffe_id("cluster.local"), "spiffe://cluster.local/ns/test1/sa/default");
+        assert_eq!(
+            pod.spiffe_id("cluster.local"),
+            "spiffe://cluster.local/ns/test1/sa/default"
+        );
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl ObjectMeta {
     /// Age order used wherever Istio picks "the oldest": creation time, then name, then namespace.
     /// A missing timestamp sorts first, as Go's zero time does.
     pub fn age_key(&self) -> (&str, &str, &str) {
-        (self.creation_timestamp.as_deref().unwrap_or(""), &self.name, self.namespace())
+        (
+            self.creation_timestamp.as_deref().unwrap_or(""),
+            &self.name,
+            self.namespace(),
+        )
     }
 }
 
@@ -77,7 +81,11 @@ pub struct ResourceRef {
 
 impl ResourceRef {
     pub fn new(kind: &str, namespace: Option<&str>, name: &str) -> Self {
-        Self { kind: kind.to_owned(), namespace: namespace.map(str::to_owned), name: name.to_owned() }
+        Self {
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
     }
 }
 
@@ -99,7 +107,10 @@ pub struct PodKey {
 
 impl PodKey {
     pub fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.to_owned(), name: name.to_owned() }
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
     }
 }
 
@@ -114,7 +125,9 @@ impl FromStr for PodKey {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(Self::new(ns, name)),
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self::new(ns, name))
+            }
             _ => Err(format!("expected NAMESPACE/POD, got {s:?}")),
         }
     }
@@ -136,7 +149,9 @@ mod tests {
     fn empty_selector_matches_everything() {
         let labels = BTreeMap::from([("app".to_owned(), "x".to_owned())]);
         assert!(WorkloadSelector::default().matches(&labels));
-        let sel = WorkloadSelector { match_labels: BTreeMap::from([("app".to_owned(), "y".to_owned())]) };
+        let sel = WorkloadSelector {
+            match_labels: BTreeMap::from([("app".to_owned(), "y".to_owned())]),
+        };
         assert!(!sel.matches(&labels));
     }
 }
