@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod logging;
 pub mod netns;
+pub mod policy;
 pub mod proxy;
 pub mod run;
 pub mod tls;

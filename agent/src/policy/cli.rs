@@ -1,0 +1,145 @@
+//! The policy subcommands: `explain`, `check`, `tls-check`. `main.rs` only dispatches here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::check::{check, tls_check};
+use super::diagnostic::Severity;
+use super::explain::{explain, render};
+use super::load::load_path;
+use super::model::PodKey;
+use super::snapshot::{MeshSettings, Snapshot};
+
+/// Configuration location and the meshConfig-like settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file or directory (YAML as `kubectl get -o yaml` prints it).
+    #[arg(long, env = "SOCKMESH_CONFIG")]
+    pub config: PathBuf,
+    /// Namespace whose policies apply mesh-wide.
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
+    /// Trust domain of SPIFFE identities.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Cluster DNS domain of Service FQDNs.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Use mTLS towards mesh endpoints when no DestinationRule sets TLS.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_mtls: bool,
+}
+
+impl ConfigArgs {
+    pub fn settings(&self) -> MeshSettings {
+        MeshSettings {
+            root_namespace: self.root_namespace.clone(),
+            trust_domain: self.trust_domain.clone(),
+            auto_mtls: self.auto_mtls,
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// Loads the configuration; parse errors are fatal for the query commands.
+    pub fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let report = load_path(&self.config);
+        Snapshot::from_report(report, self.settings()).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
+        })
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Client: NAMESPACE/POD, or `external` for a client without a pod.
+    #[arg(long)]
+    pub from: String,
+    /// Destination HOST:PORT: service (short, name.ns, FQDN), cluster IP, pod IP or external host.
+    #[arg(long)]
+    pub to: String,
+    /// Endpoint pod (NAMESPACE/POD) the top-level fields describe.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsCheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Client pod as NAMESPACE/POD.
+    pub pod: String,
+}
+
+fn pod_key(s: &str) -> anyhow::Result<PodKey> {
+    s.parse().map_err(anyhow::Error::msg)
+}
+
+pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let from = match args.from.as_str() {
+        "external" => None,
+        s => Some(pod_key(s)?),
+    };
+    let endpoint = args.endpoint.as_deref().map(pod_key).transpose()?;
+    let snap = args.config.snapshot()?;
+    let report = explain(&snap, from.as_ref(), &args.to, endpoint.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code 1 only when there are errors.
+pub fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let report = load_path(&args.config.config);
+    let findings = if report.has_errors() {
+        report.diagnostics
+    } else {
+        let snap = Snapshot::from_report(report, args.config.settings())
+            .map_err(|_| anyhow::anyhow!("unreachable"))?;
+        check(&snap)
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else if findings.is_empty() {
+        println!("No issues found.");
+    } else {
+        findings.iter().for_each(|d| println!("{d}"));
+    }
+    let failed = findings.iter().any(|d| d.severity == Severity::Error);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn run_tls_check(args: &TlsCheckArgs) -> anyhow::Result<ExitCode> {
+    let key = pod_key(&args.pod)?;
+    let snap = args.config.snapshot()?;
+    if snap.pod(&key).is_none() {
+        bail!("unknown pod {key}");
+    }
+    for line in tls_check(&snap, &key).context("tls-check")? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
