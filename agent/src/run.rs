@@ -8,8 +8,9 @@ use tracing::info;
 use crate::{
     capture::{Capture, CaptureConfig},
     cgroup, netns,
+    policy::{FileSource, MeshSettings},
     proxy::Proxy,
-    workload::{Enroller, PodSpec, WorkloadByCgroup},
+    workload::{Enroller, PodSpec, WorkloadByCgroup, config_pods},
 };
 
 /// Flags of `sockmesh run`. Every instance is scoped by its cgroup root, pin directory, node name
@@ -43,11 +44,49 @@ pub struct RunArgs {
     /// Upstream connect timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub mesh: MeshFlags,
+}
+
+/// Settings Istio keeps in meshConfig.
+#[derive(Debug, clap::Args)]
+pub struct MeshFlags {
+    /// Namespace whose PeerAuthentication/DestinationRule apply mesh-wide.
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
+    /// Trust domain of SPIFFE identities.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// DNS suffix of Service FQDNs.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Turn auto mTLS off (plaintext unless a DestinationRule says otherwise).
+    #[arg(long)]
+    pub no_auto_mtls: bool,
+}
+
+impl MeshFlags {
+    pub fn settings(&self) -> MeshSettings {
+        MeshSettings {
+            root_namespace: self.root_namespace.clone(),
+            trust_domain: self.trust_domain.clone(),
+            auto_mtls: !self.no_auto_mtls,
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     netns::init_home()?;
-    let pods = crate::workload::config_source::watch_pods(&args.config, &args.node_name)?;
+    let config = FileSource::start(&args.config, args.mesh.settings()).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "configuration {}:\n{}",
+            args.config.display(),
+            list.join("\n")
+        )
+    })?;
+    let pods = config_pods::watch_pods(config.clone(), args.node_name.clone());
     let mount = cgroup::cgroup2_mount()?;
     crate::bpffs::ensure(&args.pin_dir)?;
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;

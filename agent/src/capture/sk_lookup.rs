@@ -13,7 +13,7 @@ use crate::netns::Netns;
 /// and whose inode was reused, and a fresh link is always right.
 pub fn link(prog: &mut SkLookup, netns: &Netns, layout: &PinLayout) -> anyhow::Result<()> {
     let id = prog.attach(netns.file())?;
-    let link: FdLink = prog.take_link(id)?.try_into()?;
+    let link: FdLink = prog.take_link(id)?.into();
     pin_replacing(link, &layout.netns_link(netns.inode()))
 }
 

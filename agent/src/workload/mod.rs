@@ -1,5 +1,5 @@
 //! Workloads: which pods this node enrolls, and the registry the proxy consults per connection.
-pub mod config_source;
+pub mod config_pods;
 mod enroll;
 mod registry;
 mod spec;
