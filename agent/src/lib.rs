@@ -2,6 +2,7 @@
 pub mod bpffs;
 pub mod capture;
 pub mod cgroup;
+pub mod kube;
 pub mod logging;
 pub mod netns;
 pub mod proxy;
