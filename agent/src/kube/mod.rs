@@ -5,3 +5,4 @@ pub mod api_state;
 pub mod cgroup_layout;
 pub mod cgroup_watch;
 pub mod discovery;
+pub mod enrollment;
