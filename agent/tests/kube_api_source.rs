@@ -211,3 +211,64 @@ async fn watches_the_api_through_events_relists_and_outages() {
     .await;
     assert_eq!(names(&rx.borrow(), "Secret"), ["other-creds"]);
 }
+
+/// API pods plus cgroups appearing on disk give the enroller's pod set; a container cgroup created
+/// later shows up without any API event.
+#[tokio::test]
+async fn node_pods_follow_the_api_and_new_container_cgroups() {
+    use sockmesh_agent::kube::{
+        cgroup_layout::{Driver, Qos},
+        cgroup_watch,
+        discovery::Layout,
+        node_pods::watch_node_pods,
+    };
+    use std::{fs, sync::Arc};
+
+    struct Tree(std::path::PathBuf);
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let tree =
+        Tree(std::env::temp_dir().join(format!("sockmesh-node-pods-{}", std::process::id())));
+    let client_uid = "3f6c2a1e-8d4b-4e7a-9c1f-0a2b3c4d5e6f";
+    let pod_dir = tree
+        .0
+        .join(Driver::Systemd.pod_dir(client_uid, Qos::Burstable));
+    let sandbox = pod_dir.join(format!("cri-containerd-{}.scope", "b".repeat(64)));
+    fs::create_dir_all(&sandbox).unwrap();
+    fs::write(
+        sandbox.join("cgroup.procs"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+
+    let replay = replay().await;
+    let backoff = Backoff {
+        min: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+    };
+    let mut api = api_source::start(client(&replay), "node-a", backoff);
+    wait_for(&mut api, "first sync", ApiState::synced).await;
+    let layout = Layout::detect(&tree.0, Path::new("")).unwrap();
+    let cgroups = cgroup_watch::watch(&layout).unwrap();
+    let mut pods = watch_node_pods(api, cgroups, layout, None, Arc::new(|ns, _| ns == "app"));
+
+    let specs = pods.borrow_and_update().clone();
+    assert_eq!(specs.len(), 1, "only the client pod has cgroups: {specs:?}");
+    assert_eq!(specs[0].key(), "app/client-6b7d9c5f4-x2x9q");
+    assert_eq!(specs[0].cgroups.len(), 1);
+
+    fs::create_dir(pod_dir.join(format!("cri-containerd-{}.scope", "a".repeat(64)))).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), pods.changed())
+        .await
+        .expect("new container cgroup reported")
+        .unwrap();
+    let specs = pods.borrow_and_update().clone();
+    assert_eq!(specs[0].cgroups.len(), 2);
+    assert_eq!(
+        specs[0].ips,
+        ["10.244.1.12".parse::<std::net::IpAddr>().unwrap()]
+    );
+}
