@@ -3,6 +3,7 @@ pub mod bpffs;
 pub mod capture;
 pub mod cgroup;
 pub mod identity;
+pub mod kube;
 pub mod logging;
 pub mod netns;
 pub mod policy;

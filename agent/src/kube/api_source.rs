@@ -1,0 +1,278 @@
+//! `--kubernetes`: the API server as the configuration source. One `kube` watcher per kind keeps
+//! an [`ApiState`]; the watcher re-lists after `410 Gone` and resumes after dropped streams, and
+//! errors (an API outage) only delay the next attempt: the last known objects stay published.
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
+
+use ::kube::{
+    Client,
+    api::{Api, ApiResource, DynamicObject, GroupVersionKind},
+    discovery::Discovery,
+    runtime::watcher,
+};
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio::{sync::watch, task::AbortHandle};
+use tracing::{info, warn};
+
+use super::api_state::{ApiState, WatchId, WatchStore};
+
+/// Istio kinds, watched only when the cluster serves them (a missing CRD is not an error).
+const ISTIO_KINDS: [(&str, &str); 5] = [
+    ("security.istio.io", "PeerAuthentication"),
+    ("networking.istio.io", "DestinationRule"),
+    ("networking.istio.io", "ServiceEntry"),
+    ("authentication.istio.io", "MeshPolicy"),
+    ("authentication.istio.io", "Policy"),
+];
+
+/// How long to wait before retrying after an API error, doubling up to `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    fn next(&self, current: Duration) -> Duration {
+        (current * 2).min(self.max)
+    }
+}
+
+/// Starts watching the API for this node. The returned receiver always holds the latest state;
+/// every watch stops once all receivers are dropped.
+pub fn start(client: Client, node_name: &str, backoff: Backoff) -> watch::Receiver<ApiState> {
+    let (tx, rx) = watch::channel(ApiState::default());
+    let node = node_name.to_owned();
+    tokio::spawn(async move {
+        let mut tasks = Tasks::default();
+        tokio::select! {
+            () = supervise(&client, &node, backoff, &tx, &mut tasks) => {}
+            () = tx.closed() => {}
+        }
+        tasks.abort_all();
+    });
+    rx
+}
+
+#[derive(Default)]
+struct Tasks(HashMap<WatchId, AbortHandle>);
+
+impl Tasks {
+    fn abort_all(&mut self) {
+        self.0.drain().for_each(|(_, t)| t.abort());
+    }
+}
+
+async fn supervise(
+    client: &Client,
+    node: &str,
+    backoff: Backoff,
+    tx: &watch::Sender<ApiState>,
+    tasks: &mut Tasks,
+) {
+    let crds = discover(client, backoff).await;
+    let core = [
+        ("Pod", "pods", Some(format!("spec.nodeName={node}"))),
+        ("Namespace", "namespaces", None),
+        ("Service", "services", None),
+    ];
+    let mut kinds: Vec<(ApiResource, Option<String>)> = core
+        .into_iter()
+        .map(|(kind, plural, fields)| (core_resource(kind, plural), fields))
+        .collect();
+    kinds.extend(crds.into_iter().map(|ar| (ar, None)));
+    tx.send_modify(|s| {
+        for (ar, fields) in &kinds {
+            s.register(watch_id(ar, fields.clone()));
+        }
+        s.set_discovered();
+    });
+    for (ar, fields) in kinds {
+        spawn_watch(client, ar, fields, backoff, tx, tasks);
+    }
+    follow_credentials(client, backoff, tx, tasks).await;
+}
+
+/// Which Istio kinds the cluster serves, retrying until the API answers once.
+async fn discover(client: &Client, backoff: Backoff) -> Vec<ApiResource> {
+    let groups: BTreeSet<&str> = ISTIO_KINDS.iter().map(|(g, _)| *g).collect();
+    let groups: Vec<&str> = groups.into_iter().collect();
+    let mut delay = backoff.min;
+    loop {
+        match Discovery::new(client.clone()).filter(&groups).run().await {
+            Ok(d) => {
+                let found: Vec<ApiResource> = ISTIO_KINDS
+                    .iter()
+                    .filter_map(|(g, k)| d.get(g)?.recommended_kind(k).map(|(ar, _)| ar))
+                    .collect();
+                let kinds: Vec<&str> = found.iter().map(|a| a.kind.as_str()).collect();
+                info!(?kinds, "Istio kinds served by the API");
+                return found;
+            }
+            Err(e) => {
+                warn!(error = %e, "API discovery failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = backoff.next(delay);
+            }
+        }
+    }
+}
+
+fn core_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural)
+}
+
+fn watch_id(ar: &ApiResource, fields: Option<String>) -> WatchId {
+    WatchId {
+        kind: ar.kind.clone(),
+        fields,
+    }
+}
+
+fn spawn_watch(
+    client: &Client,
+    ar: ApiResource,
+    fields: Option<String>,
+    backoff: Backoff,
+    tx: &watch::Sender<ApiState>,
+    tasks: &mut Tasks,
+) {
+    let id = watch_id(&ar, fields.clone());
+    tx.send_modify(|s| s.register(id.clone()));
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let mut config = watcher::Config::default();
+    if let Some(f) = &fields {
+        config = config.fields(f);
+    }
+    let (tx, task_id) = (tx.clone(), id.clone());
+    let task = tokio::spawn(async move {
+        let mut events = watcher(api, config).boxed();
+        let mut store = WatchStore::default();
+        let mut delay = backoff.min;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    delay = backoff.min;
+                    if store.apply(e, &ar.kind, &ar.api_version) {
+                        tx.send_modify(|s| store.publish_to(s, &task_id));
+                    }
+                }
+                Err(e) => {
+                    warn!(kind = %ar.kind, error = %e, "watch failed; keeping the last known state");
+                    tokio::time::sleep(delay).await;
+                    delay = backoff.next(delay);
+                }
+            }
+        }
+    });
+    tasks.0.insert(id, task.abort_handle());
+}
+
+/// Keeps one Secret watch per name that a DestinationRule's `credentialName` refers to (and its
+/// `<name>-cacert` companion), so the agent never needs to read every Secret in the cluster.
+async fn follow_credentials(
+    client: &Client,
+    backoff: Backoff,
+    tx: &watch::Sender<ApiState>,
+    tasks: &mut Tasks,
+) {
+    let secrets = core_resource("Secret", "secrets");
+    let mut changes = tx.subscribe();
+    loop {
+        let wanted: BTreeSet<String> = changes
+            .borrow_and_update()
+            .objects("DestinationRule")
+            .into_iter()
+            .flat_map(|dr| credential_names(&dr["spec"]))
+            .flat_map(|n| [format!("{n}-cacert"), n])
+            .map(|n| format!("metadata.name={n}"))
+            .collect();
+        let stale: Vec<WatchId> = tasks
+            .0
+            .keys()
+            .filter(|id| id.kind == "Secret")
+            .filter(|id| id.fields.as_ref().is_none_or(|f| !wanted.contains(f)))
+            .cloned()
+            .collect();
+        for id in stale {
+            if let Some(t) = tasks.0.remove(&id) {
+                t.abort();
+            }
+            tx.send_modify(|s| s.unregister(&id));
+        }
+        for fields in wanted {
+            let id = watch_id(&secrets, Some(fields.clone()));
+            if !tasks.0.contains_key(&id) {
+                spawn_watch(client, secrets.clone(), Some(fields), backoff, tx, tasks);
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Every `credentialName` anywhere in a DestinationRule spec (traffic policy, port-level
+/// settings, subsets).
+fn credential_names(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![spec];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(n)) = map.get("credentialName") {
+                    out.push(n.clone());
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_names_anywhere_in_the_spec() {
+        let spec = serde_json::json!({
+            "host": "a",
+            "trafficPolicy": {
+                "tls": {"mode": "MUTUAL", "credentialName": "top"},
+                "portLevelSettings": [{"port": {"number": 443}, "tls": {"credentialName": "port"}}]
+            },
+            "subsets": [{"name": "v1", "trafficPolicy": {"tls": {"credentialName": "subset"}}}]
+        });
+        let mut names = credential_names(&spec);
+        names.sort();
+        assert_eq!(names, ["port", "subset", "top"]);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        };
+        assert_eq!(b.next(b.min), Duration::from_millis(200));
+        assert_eq!(
+            b.next(Duration::from_millis(200)),
+            Duration::from_millis(300)
+        );
+    }
+}
