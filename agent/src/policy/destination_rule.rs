@@ -53,6 +53,8 @@ impl RuleTls<'_> {
 struct HostMap {
     /// Exact host or `*`-prefixed pattern → variants (selector rules first, then the merged one).
     hosts: HashMap<String, Vec<MergedRule>>,
+    /// Wildcard patterns keyed by their suffix after `*` (`.local`), so lookups need no allocation.
+    suffixes: HashMap<String, Vec<MergedRule>>,
 }
 
 /// DestinationRules indexed by namespace and host.
@@ -174,22 +176,13 @@ impl DestinationRuleIndex {
         };
         service_ns.and_then(exported).or_else(|| exported(root_ns))
     }
-
-    /// Every host pattern with its merged rules, for `check`.
-    pub fn all_hosts(&self) -> impl Iterator<Item = (&str, &MergedRule)> {
-        self.local
-            .values()
-            .chain(self.exported.values())
-            .flat_map(|m| {
-                m.hosts
-                    .iter()
-                    .flat_map(|(h, v)| v.iter().map(move |r| (h.as_str(), r)))
-            })
-    }
 }
 
 fn insert(map: &mut HostMap, host: &str, entry: MergedRule) {
-    let variants = map.hosts.entry(host.to_owned()).or_default();
+    let variants = match host.strip_prefix('*') {
+        Some(suffix) if !suffix.is_empty() => map.suffixes.entry(suffix.to_owned()).or_default(),
+        _ => map.hosts.entry(host.to_owned()).or_default(),
+    };
     if entry.selector.is_some() {
         let at = variants
             .iter()
@@ -215,14 +208,11 @@ fn most_specific<'a>(map: &'a HostMap, host: &str) -> Option<&'a Vec<MergedRule>
     if let Some(v) = map.hosts.get(host) {
         return Some(v);
     }
-    let mut rest = host;
-    while let Some(dot) = rest.find('.') {
-        rest = &rest[dot + 1..];
-        if let Some(v) = map.hosts.get(&format!("*.{rest}")) {
-            return Some(v);
-        }
-    }
-    map.hosts.get("*")
+    let longest_first = host.match_indices('.').map(|(i, _)| &host[i..]);
+    longest_first
+        .filter_map(|suffix| map.suffixes.get(suffix))
+        .next()
+        .or_else(|| map.hosts.get("*"))
 }
 
 /// The TLS settings a traffic policy gives `port`.

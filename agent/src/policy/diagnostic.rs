@@ -36,7 +36,6 @@ pub enum Code {
     ShadowedPolicy,
     DoubleTls,
     LegacyPolicyNotDefault,
-    MissingCredential,
 }
 
 impl Code {
@@ -57,7 +56,6 @@ impl Code {
             Code::ShadowedPolicy => "SM1009",
             Code::DoubleTls => "SM1010",
             Code::LegacyPolicyNotDefault => "SM1011",
-            Code::MissingCredential => "SM1012",
         }
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::auto_mtls::{EndpointFacts, client_tls};
+use super::auto_mtls::{Credential, EndpointFacts, client_tls};
 use super::decision::{ClientBasis, ClientTls, Decider, Destination, Endpoint, Inbound, Outbound};
-use super::destination_rule::rule_tls;
+use super::destination_rule::{RuleTls, rule_tls};
 use super::legacy;
 use super::model::{InboundMode, Location, Pod, PodKey};
 use super::outcome::outcome;
@@ -236,32 +236,23 @@ impl Snapshot {
                 let svc = &r.services[s];
                 let sp = svc.port(port).cloned().unwrap_or_default();
                 let fqdn = self.service_fqdn(svc);
-                let app_tls = sp.app_tls();
+                let d = self.dest(client, &fqdn, port, Some(svc.namespace()), sp.app_tls());
                 let endpoints = self.svc_endpoints[s]
                     .iter()
                     .filter_map(|p| {
-                        let tp = sp.target_port_on(&r.pods[*p])?;
-                        Some(self.pod_endpoint(
-                            client,
-                            *p,
-                            tp,
-                            &fqdn,
-                            port,
-                            Some(svc.namespace()),
-                            app_tls,
-                        ))
+                        Some(self.pod_endpoint(client, &d, *p, sp.target_port_on(&r.pods[*p])?))
                     })
                     .collect();
                 let destination = Destination::Service {
                     namespace: svc.namespace().to_owned(),
                     name: svc.name().to_owned(),
-                    fqdn,
+                    fqdn: fqdn.clone(),
                     port,
                     port_name: sp.name.clone(),
                 };
                 Outbound {
                     destination,
-                    app_tls,
+                    app_tls: d.app_tls,
                     endpoints,
                 }
             }
@@ -285,7 +276,8 @@ impl Snapshot {
                 });
                 let ip = pod.ips().first().map(IpAddr::to_string).unwrap_or_default();
                 let (host, sport, app_tls, ns) = via.unwrap_or((ip, port, false, pod.namespace()));
-                let endpoint = self.pod_endpoint(client, p, port, &host, sport, Some(ns), app_tls);
+                let d = self.dest(client, &host, sport, Some(ns), app_tls);
+                let endpoint = self.pod_endpoint(client, &d, p, port);
                 let destination = Destination::Pod {
                     pod: PodKey::new(pod.namespace(), pod.name()),
                     port,
@@ -310,45 +302,31 @@ impl Snapshot {
                     .find(|p| p.number == port)
                     .cloned()
                     .unwrap_or_default();
-                let app_tls = sep.app_tls();
-                let facts = EndpointFacts {
-                    in_mesh: false,
-                    mode: InboundMode::Disable,
-                    identity: None,
-                    mesh_external: se.spec.location == Location::MeshExternal,
-                    host: &host,
-                    port,
-                };
-                let endpoint = self.external_endpoint(
+                let d = self.dest(
                     client,
-                    &facts,
-                    addr,
+                    &host,
+                    port,
                     Some(se.metadata.namespace()),
-                    app_tls,
+                    sep.app_tls(),
                 );
+                let mesh_external = se.spec.location == Location::MeshExternal;
+                let endpoint = self.external_endpoint(client, &d, mesh_external, addr);
                 let destination = Destination::ServiceEntry {
                     namespace: se.metadata.namespace().to_owned(),
                     name: se.metadata.name.clone(),
-                    host,
+                    host: host.clone(),
                     port,
                     location: se.spec.location,
                 };
                 Outbound {
                     destination,
-                    app_tls,
+                    app_tls: d.app_tls,
                     endpoints: vec![endpoint],
                 }
             }
             Target::External { host, port, addr } => {
-                let facts = EndpointFacts {
-                    in_mesh: false,
-                    mode: InboundMode::Disable,
-                    identity: None,
-                    mesh_external: true,
-                    host: &host,
-                    port,
-                };
-                let endpoint = self.external_endpoint(client, &facts, addr, None, false);
+                let d = self.dest(client, &host, port, None, false);
+                let endpoint = self.external_endpoint(client, &d, true, addr);
                 Outbound {
                     destination: Destination::External {
                         host: host.clone(),
@@ -361,16 +339,48 @@ impl Snapshot {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn pod_endpoint(
-        &self,
+    /// Looks up the DestinationRule once per destination: it depends on client, host and port only.
+    fn dest<'a>(
+        &'a self,
         client: &Client<'_>,
-        p: usize,
-        target_port: u16,
-        host: &str,
+        host: &'a str,
         port: u16,
         service_ns: Option<&str>,
         app_tls: bool,
+    ) -> Dest<'a> {
+        let mut d = Dest {
+            host,
+            port,
+            app_tls,
+            rule: None,
+            credential: None,
+        };
+        let Some(labels) = client.labels.filter(|_| client.in_mesh) else {
+            return d;
+        };
+        d.rule = self
+            .dest_rules
+            .lookup(
+                client.namespace,
+                labels,
+                host,
+                service_ns,
+                &self.settings.root_namespace,
+            )
+            .and_then(|m| rule_tls(&self.resources.destination_rules, m, port));
+        d.credential = d
+            .rule
+            .and_then(|r| r.tls.credential_name.as_deref())
+            .and_then(|name| self.credential(client.namespace, name));
+        d
+    }
+
+    fn pod_endpoint(
+        &self,
+        client: &Client<'_>,
+        d: &Dest<'_>,
+        p: usize,
+        target_port: u16,
     ) -> Endpoint {
         let pod: &Pod = &self.resources.pods[p];
         let in_mesh = self.pod_in_mesh[p];
@@ -381,11 +391,17 @@ impl Snapshot {
             mode: server.mode,
             identity: Some(&identity),
             mesh_external: false,
-            host,
-            port,
+            host: d.host,
+            port: d.port,
         };
-        let client_tls = self.client_tls(client, &facts, service_ns);
-        let outcome = outcome(&client_tls, in_mesh, server.mode, Some(&identity), app_tls);
+        let client_tls = self.client_tls(client, d, &facts);
+        let outcome = outcome(
+            &client_tls,
+            in_mesh,
+            server.mode,
+            Some(&identity),
+            d.app_tls,
+        );
         Endpoint {
             addr: pod
                 .ips()
@@ -404,21 +420,28 @@ impl Snapshot {
     fn external_endpoint(
         &self,
         client: &Client<'_>,
-        facts: &EndpointFacts<'_>,
+        d: &Dest<'_>,
+        mesh_external: bool,
         addr: Option<SocketAddr>,
-        service_ns: Option<&str>,
-        app_tls: bool,
     ) -> Endpoint {
         let server = Inbound {
             mode: InboundMode::Disable,
             decided_by: None,
         };
-        let client_tls = self.client_tls(client, facts, service_ns);
-        let outcome = outcome(&client_tls, false, server.mode, None, app_tls);
+        let facts = EndpointFacts {
+            in_mesh: false,
+            mode: server.mode,
+            identity: None,
+            mesh_external,
+            host: d.host,
+            port: d.port,
+        };
+        let client_tls = self.client_tls(client, d, &facts);
+        let outcome = outcome(&client_tls, false, server.mode, None, d.app_tls);
         Endpoint {
             addr,
             pod: None,
-            target_port: addr.map_or(facts.port, |a| a.port()),
+            target_port: addr.map_or(d.port, |a| a.port()),
             in_mesh: false,
             identity: None,
             server,
@@ -430,27 +453,29 @@ impl Snapshot {
     fn client_tls(
         &self,
         client: &Client<'_>,
+        d: &Dest<'_>,
         facts: &EndpointFacts<'_>,
-        service_ns: Option<&str>,
     ) -> ClientTls {
-        let Some(labels) = client.labels.filter(|_| client.in_mesh) else {
+        if !client.in_mesh {
             return ClientTls::plaintext(ClientBasis::ClientOutsideMesh);
-        };
-        let rule = self
-            .dest_rules
-            .lookup(
-                client.namespace,
-                labels,
-                facts.host,
-                service_ns,
-                &self.settings.root_namespace,
-            )
-            .and_then(|m| rule_tls(&self.resources.destination_rules, m, facts.port));
-        let credential = rule
-            .and_then(|r| r.tls.credential_name.as_deref())
-            .and_then(|name| self.credential(client.namespace, name));
-        client_tls(rule, self.settings.auto_mtls, facts, credential.as_ref())
+        }
+        client_tls(
+            d.rule,
+            self.settings.auto_mtls,
+            facts,
+            d.credential.as_ref(),
+        )
     }
+}
+
+/// Per-destination facts shared by all its endpoints.
+struct Dest<'a> {
+    host: &'a str,
+    /// Service or entry port (port-level settings and SNI use it).
+    port: u16,
+    app_tls: bool,
+    rule: Option<RuleTls<'a>>,
+    credential: Option<Credential>,
 }
 
 #[cfg(test)]
