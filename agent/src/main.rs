@@ -1,6 +1,6 @@
 //! `sockmesh`: the node agent and its command-line interface.
 use clap::{Parser, Subcommand};
-use sockmesh_agent::{run, uninstall};
+use sockmesh_agent::{cli, run, uninstall};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +19,12 @@ enum Command {
     Run(run::RunArgs),
     /// Detach every program and remove every pin of an agent.
     Uninstall(uninstall::UninstallArgs),
+    /// Show this node's workloads and their capture/identity state (from a running agent).
+    Status(cli::ClientArgs),
+    /// Show the workload certificates a running agent holds.
+    Certs(cli::ClientArgs),
+    /// Show a running agent's open connections, with mode and peer identity.
+    Connections(cli::ClientArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +38,8 @@ fn main() -> anyhow::Result<()> {
                 .block_on(run::run(args))
         }
         Command::Uninstall(args) => uninstall::uninstall(&args),
+        Command::Status(args) => cli::status(&args),
+        Command::Certs(args) => cli::certs(&args),
+        Command::Connections(args) => cli::connections(&args),
     }
 }
