@@ -74,3 +74,6 @@ pub struct AccessLogEntry {
     pub reason: Option<RefusalReason>,
     pub error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;

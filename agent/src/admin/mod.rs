@@ -117,4 +117,4 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Admin
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode, header::HOST};
+use hyper::{Method, Request, StatusCode, header::HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -25,6 +25,8 @@ pub enum ClientError {
         #[source]
         source: hyper::Error,
     },
+    #[error("invalid request: {0}")]
+    Request(String),
     #[error("the agent on {admin} answered {path} with {status}: {body}")]
     Status {
         admin: String,
@@ -34,9 +36,27 @@ pub enum ClientError {
     },
 }
 
-/// Body of `GET path` on the admin API at `admin` (`host:port`).
+/// Body of `GET path` on the admin API at `admin` (`host:port`); non-2xx answers are errors.
 pub async fn get(admin: &str, path: &str) -> Result<String, ClientError> {
-    tokio::time::timeout(TIMEOUT, fetch(admin, path))
+    let (status, body) = request(admin, Method::GET, path).await?;
+    if !status.is_success() {
+        return Err(ClientError::Status {
+            admin: admin.to_owned(),
+            path: path.to_owned(),
+            status,
+            body: body.trim().to_owned(),
+        });
+    }
+    Ok(body)
+}
+
+/// Status and body of `method path` (path may carry a query) on the admin API at `admin`.
+pub async fn request(
+    admin: &str,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, String), ClientError> {
+    tokio::time::timeout(TIMEOUT, send(admin, method, path))
         .await
         .unwrap_or_else(|_| {
             Err(ClientError::Timeout {
@@ -46,7 +66,11 @@ pub async fn get(admin: &str, path: &str) -> Result<String, ClientError> {
         })
 }
 
-async fn fetch(admin: &str, path: &str) -> Result<String, ClientError> {
+async fn send(
+    admin: &str,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, String), ClientError> {
     let http = |source| ClientError::Http {
         admin: admin.to_owned(),
         source,
@@ -61,10 +85,12 @@ async fn fetch(admin: &str, path: &str) -> Result<String, ClientError> {
         .await
         .map_err(http)?;
     tokio::spawn(conn);
-    let request = Request::get(path)
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
         .header(HOST, admin)
         .body(Empty::<Bytes>::new())
-        .expect("static request parts are valid");
+        .map_err(|e| ClientError::Request(e.to_string()))?;
     let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status();
     let body = response
@@ -73,14 +99,5 @@ async fn fetch(admin: &str, path: &str) -> Result<String, ClientError> {
         .await
         .map_err(http)?
         .to_bytes();
-    let body = String::from_utf8_lossy(&body).into_owned();
-    if !status.is_success() {
-        return Err(ClientError::Status {
-            admin: admin.to_owned(),
-            path: path.to_owned(),
-            status,
-            body: body.trim().to_owned(),
-        });
-    }
-    Ok(body)
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -1,5 +1,5 @@
 //! `sockmesh status | certs | connections`: read-only views over the running agent's admin API.
-mod client;
+pub mod client;
 mod render;
 mod table;
 
@@ -12,8 +12,6 @@ use crate::{
     admin::{CertificateInfo, WorkloadStatus},
     connections::ConnectionSnapshot,
 };
-
-pub use client::ClientError;
 
 /// Flags shared by the client commands.
 #[derive(Clone, Debug, clap::Args)]
