@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sockmesh_agent::{policy::cli, run, uninstall};
+use sockmesh_agent::{cli, policy::cli as policy_cli, run, uninstall};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,13 +18,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node agent: capture, enroll pods, proxy.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Show this node's workloads and their capture/identity state (from a running agent).
+    Status(cli::ClientArgs),
+    /// Show the workload certificates a running agent holds.
+    Certs(cli::ClientArgs),
+    /// Show a running agent's open connections, with mode and peer identity.
+    Connections(cli::ClientArgs),
     /// Explain the TLS decision for one connection and which resources made it.
-    Explain(cli::ExplainArgs),
+    Explain(policy_cli::ExplainArgs),
     /// Validate the configuration and report misconfigurations with stable codes.
-    Check(cli::CheckArgs),
+    Check(policy_cli::CheckArgs),
     /// For every service a pod can reach: client mode, server mode, OK or CONFLICT.
-    TlsCheck(cli::TlsCheckArgs),
+    TlsCheck(policy_cli::TlsCheckArgs),
     /// Detach every program and remove every pin of an agent.
     Uninstall(uninstall::UninstallArgs),
 }
@@ -32,12 +38,16 @@ enum Command {
 fn main() -> ExitCode {
     sockmesh_agent::logging::init();
     let cli = Cli::parse();
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Run(args) => run_agent(args).map(|()| ExitCode::SUCCESS),
-        Command::Explain(args) => cli::run_explain(&args),
-        Command::Check(args) => cli::run_check(&args),
-        Command::TlsCheck(args) => cli::run_tls_check(&args),
-        Command::Uninstall(args) => uninstall::uninstall(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => ok(run_agent(*args)),
+        Command::Status(args) => ok(cli::status(&args)),
+        Command::Certs(args) => ok(cli::certs(&args)),
+        Command::Connections(args) => ok(cli::connections(&args)),
+        Command::Explain(args) => policy_cli::run_explain(&args),
+        Command::Check(args) => policy_cli::run_check(&args),
+        Command::TlsCheck(args) => policy_cli::run_tls_check(&args),
+        Command::Uninstall(args) => ok(uninstall::uninstall(&args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -1,0 +1,76 @@
+//! A stream wrapper that counts bytes into a tracked connection's counters, so the existing
+//! forwarder (`copy_bidirectional`) needs no change and the admin API sees live byte counts.
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Live byte counters of one connection (one writer each, so `Relaxed` is enough).
+#[derive(Debug, Default)]
+pub(super) struct LiveBytes {
+    pub(super) received: AtomicU64,
+    pub(super) sent: AtomicU64,
+}
+
+/// Wraps the *source-side* stream: bytes read from it were received from the source, bytes
+/// written to it were sent to the source.
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    bytes: Arc<LiveBytes>,
+}
+
+impl<S> Counted<S> {
+    pub(super) fn new(inner: S, bytes: Arc<LiveBytes>) -> Self {
+        Self { inner, bytes }
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.bytes.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.bytes.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
