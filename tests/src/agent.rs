@@ -2,8 +2,10 @@
 //! ports so several agents (nodes) and several tests run side by side.
 use std::{
     env,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU32, Ordering},
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -22,6 +24,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Agent {
     process: Process,
     node: Node,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    readiness: SocketAddr,
+    access_log: PathBuf,
 }
 
 impl Agent {
@@ -30,8 +36,18 @@ impl Agent {
         Self::start_with(node, config, &[])
     }
 
-    /// [`Agent::start`] with extra flags.
+    /// [`Agent::start`] with extra flags. Every node's agent gets its own admin, metrics and
+    /// readiness ports on loopback, its own JSON access log, and the bed's shared CA directory
+    /// (`<bed workdir>/ca`), so agents of one bed trust each other.
     pub fn start_with(node: &Node, config: &Path, extra: &[&str]) -> Result<Agent> {
+        let local = |k| -> Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], node.local_port(k)?)))
+        };
+        let (admin, metrics, readiness) = (local(0)?, local(1)?, local(2)?);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let access_log = node
+            .bed_workdir()
+            .join(format!("access-{}.{seq}.jsonl", node.name()));
         let mut cmd = Command::new(sockmesh_bin()?);
         cmd.arg("run")
             .arg("--config")
@@ -41,6 +57,14 @@ impl Agent {
             .arg(node.cgroup().path())
             .arg("--pin-dir")
             .arg(node.pin_dir())
+            .arg("--ca-dir")
+            .arg(node.bed_workdir().join("ca"))
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--readiness-addr", &readiness.to_string()])
+            .arg("--access-log")
+            .arg(&access_log)
+            .args(["--access-log-format", "json"])
             .args(extra)
             .env(
                 "RUST_LOG",
@@ -52,7 +76,43 @@ impl Agent {
         Ok(Agent {
             process,
             node: node.clone(),
+            admin,
+            metrics,
+            readiness,
+            access_log,
         })
+    }
+
+    /// Admin API address (`sockmesh status --admin <addr>`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+    }
+
+    pub fn readiness_addr(&self) -> SocketAddr {
+        self.readiness
+    }
+
+    /// GET `path` from the admin API; the body as text.
+    pub fn admin_get(&self, path: &str) -> Result<String> {
+        http_get(self.admin, path)
+    }
+
+    /// The Prometheus scrape.
+    pub fn scrape(&self) -> Result<String> {
+        http_get(self.metrics, "/metrics")
+    }
+
+    /// The access log so far, one JSON object per closed connection.
+    pub fn access_log(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("access log line {l:?}")))
+            .collect()
     }
 
     pub fn node(&self) -> &Node {
@@ -86,6 +146,16 @@ impl Agent {
         Ok(())
     }
 }
+
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let url = format!("http://{addr}{path}");
+    let mut response = ureq::get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    Ok(response.body_mut().read_to_string()?)
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Path of the `sockmesh` binary: `$SOCKMESH_BIN`, the target directory of the running test, or a
 /// fresh `cargo build -p sockmesh-agent --bin sockmesh` into that target directory.

@@ -186,6 +186,11 @@ impl Node {
         placement.spawn(cmd, log)
     }
 
+    /// The bed's work directory (logs, configuration, the mesh CA shared by all nodes).
+    pub fn bed_workdir(&self) -> &Path {
+        &self.inner.bed.workdir
+    }
+
     /// A BPF pin directory for this node's agent (`<bpffs>/<bed id>-<node>`), not created here;
     /// the bed removes it on drop so pinned links and maps never outlive the test.
     pub fn pin_dir(&self) -> &Path {
