@@ -1,5 +1,6 @@
 //! Developer tasks for the sockmesh workspace, run as `cargo xtask <task>` (alias in
 //! .cargo/config.toml). One module per task; `cmd` runs external commands.
+mod bench;
 mod cmd;
 mod setup;
 mod test;
@@ -27,6 +28,10 @@ enum Task {
     Test,
     /// Validate every manifest under deploy/ offline against the Kubernetes schemas.
     ValidateManifests,
+    /// Benchmark pod to pod: direct, sockmesh DISABLE and ISTIO_MUTUAL, and a reference HAProxy
+    /// pair (mTLS and plain), interleaved per round; writes docs/performance.md and its plot.
+    /// Needs root.
+    Bench(bench::BenchArgs),
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
+        Task::Bench(args) => bench::run(&root, args),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.
     match result {
