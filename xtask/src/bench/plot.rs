@@ -111,3 +111,41 @@ pub fn draw(path: &Path, groups: &[Group]) -> Result<()> {
     root.present().map_err(|e| fail(&e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_labelled_bars() {
+        let path = std::env::temp_dir().join(format!("bench-plot-{}.svg", std::process::id()));
+        let groups = vec![
+            Group {
+                label: "iperf3, 1 stream".to_owned(),
+                bars: vec![
+                    (Config::SockmeshMtls, Some(0.62)),
+                    (Config::HaproxyMtls, Some(0.47)),
+                ],
+            },
+            Group {
+                label: "keep-alive c16".to_owned(),
+                bars: vec![
+                    (Config::SockmeshMtls, None),
+                    (Config::HaproxyMtls, Some(0.34)),
+                ],
+            },
+        ];
+        draw(&path, &groups).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        for text in [
+            "iperf3, 1 stream",
+            "keep-alive c16",
+            "0.62",
+            "0.34",
+            "HAProxy mTLS pair",
+        ] {
+            assert!(svg.contains(text), "{text} missing from the plot");
+        }
+    }
+}
