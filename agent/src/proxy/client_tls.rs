@@ -52,7 +52,14 @@ pub async fn secure(
     timeout: Duration,
 ) -> Result<Upstream, ClientTlsError> {
     let client = &route.client;
-    let sni = server_name(client.sni.as_deref(), route.endpoint)?;
+    let sni = match server_name(client.sni.as_deref(), route.endpoint) {
+        // Mesh identity is checked by SPIFFE ID, not by name: an SNI that is not a valid DNS name
+        // (e.g. built from a pod IP) is left out rather than failing the connection.
+        Err(_) if client.mode == TlsMode::IstioMutual => {
+            ServerName::IpAddress(route.endpoint.ip().into())
+        }
+        other => other?,
+    };
     let handshake = async {
         match client.mode {
             TlsMode::Disable => Ok(Upstream::Plain(tcp)),
