@@ -94,7 +94,7 @@ const METRICS: &[Metric] = &[
         get: |b| outcome(b, Workload::KeepAlive1).map(|o| o.rps),
     },
     Metric {
-        label: "added p50 per request, c1",
+        label: "added p50 per request, c1 (direct: its p50)",
         unit: "µs",
         kind: Kind::Added,
         goal: Some(Goal::AtMost(50.0)),
@@ -241,7 +241,7 @@ fn cell(results: &Results, metric: &Metric, config: Config) -> Option<Cell> {
 
 fn number(v: f64) -> String {
     let abs = v.abs();
-    if abs >= 10_000.0 {
+    if abs >= 1000.0 {
         let digits = format!("{:.0}", abs);
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
@@ -356,7 +356,7 @@ fn issue4_table(results: &Results, out: &mut String) {
     let get = |label: &str| cell(results, find(label), config);
     let rows: [(&str, Option<Cell>, &str, Option<bool>); 8] = {
         let one = get("iperf3, 1 stream");
-        let added = get("added p50 per request, c1");
+        let added = get("added p50 per request, c1 (direct: its p50)");
         [
             (
                 "bulk throughput, 1 stream (ratio to direct)",
@@ -644,6 +644,7 @@ mod tests {
     fn numbers() {
         assert_eq!(number(57_825.4), "57,825");
         assert_eq!(number(818.0), "818");
+        assert_eq!(number(1952.0), "1,952");
         assert_eq!(number(10.43), "10.4");
         assert_eq!(number(0.473), "0.47");
         assert_eq!(ratio(0.035), "0.035x");
