@@ -241,7 +241,7 @@ fn cell(results: &Results, metric: &Metric, config: Config) -> Option<Cell> {
 
 fn number(v: f64) -> String {
     let abs = v.abs();
-    if abs >= 1000.0 {
+    if abs.round() >= 1000.0 {
         let digits = format!("{:.0}", abs);
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
@@ -404,7 +404,7 @@ fn issue4_table(results: &Results, out: &mut String) {
                 "proxy resident memory at block end / peak (MB)",
                 None,
                 "does not grow with traffic",
-                None,
+                no_growth(results, config),
             ),
         ]
     };
@@ -444,6 +444,19 @@ fn issue4_table(results: &Results, out: &mut String) {
         let met = if aim.is_empty() { "" } else { mark(ok) };
         let _ = writeln!(out, "| {label} | {figure} | {aim} | {met} |");
     }
+}
+
+/// Whether a configuration's resident memory at the end of its blocks stays within 10% of the
+/// first round's: `None` with fewer than two rounds.
+fn no_growth(results: &Results, config: Config) -> Option<bool> {
+    let rss: Vec<f64> = results
+        .blocks
+        .iter()
+        .filter(|b| b.config == config)
+        .filter_map(|b| b.rss_mb)
+        .collect();
+    let (first, rest) = rss.split_first()?;
+    (!rest.is_empty()).then(|| rest.iter().all(|r| *r <= first * 1.1))
 }
 
 /// Medians over rounds of each agent program's runs per new connection.
@@ -645,6 +658,7 @@ mod tests {
         assert_eq!(number(57_825.4), "57,825");
         assert_eq!(number(818.0), "818");
         assert_eq!(number(1952.0), "1,952");
+        assert_eq!(number(999.8), "1,000");
         assert_eq!(number(10.43), "10.4");
         assert_eq!(number(0.473), "0.47");
         assert_eq!(ratio(0.035), "0.035x");
