@@ -14,6 +14,8 @@ use super::mesh::MESH_ALPN;
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// One full TLS record; a larger ClientHello is not something a mesh peer sends.
 const MAX_PEEK: usize = (1 << 14) + 5;
+/// First peek size; enough for every ClientHello a mesh peer sends.
+const FIRST_PEEK: usize = 2048;
 const MIN_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
@@ -67,7 +69,8 @@ fn incomplete(seen: usize) -> Detected {
 /// `timeout` passes. A ClientHello split across TCP segments is awaited by re-peeking.
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> io::Result<Detected> {
     let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; MAX_PEEK];
+    // Most ClientHellos fit in a couple of KiB: start small, grow to a full record only if needed.
+    let mut buf = vec![0u8; FIRST_PEEK];
     let mut seen = 0;
     let mut pause = MIN_PAUSE;
     loop {
@@ -82,7 +85,11 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> io::Result<Detecte
             return Ok(detected);
         }
         if n == buf.len() {
-            return Ok(incomplete(n));
+            if buf.len() == MAX_PEEK {
+                return Ok(incomplete(n));
+            }
+            buf.resize(MAX_PEEK, 0);
+            continue;
         }
         if n == seen {
             // peek returns at once while any bytes are queued, so the rest is awaited by polling.
