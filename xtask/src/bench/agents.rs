@@ -46,6 +46,8 @@ impl RunningAgent {
             .args(["--metrics-addr", &metrics.to_string()])
             .args(["--readiness-addr", &local(2)?.to_string()])
             .args(["--access-log", "off"])
+            // Blocks end with no connection open: nothing to drain on SIGTERM.
+            .args(["--drain-timeout", "1s"])
             .args(extra)
             .env("RUST_LOG", "sockmesh_agent=info")
             .env("RUST_BACKTRACE", "0");
