@@ -550,6 +550,16 @@ pub fn markdown(results: &Results, svg_name: &str) -> String {
         results.blocks.iter().map(|b| b.round).max().unwrap_or(0),
         results.duration_s,
     );
+    out.push_str(
+        "Configurations: **direct** (no agent running, nothing attached); **sockmesh DISABLE** \
+         (both agents, `--no-auto-mtls`: plaintext through both proxies); **sockmesh ISTIO_MUTUAL** \
+         (both agents, default auto mTLS; each block checks that the server-side agent counted \
+         `connection_security_policy=\"mutual_tls\"`); **HAProxy mTLS pair** (Debian's HAProxy in \
+         each pod, `nbthread 2`, TCP mode, TLS 1.3 with leaf certificates issued by the agents' mesh \
+         CA and verified both ways, default TLS session reuse); **HAProxy plain relay** (the same \
+         pair without TLS). The agents run with `--access-log off` and info logging; they are \
+         stopped and uninstalled after their blocks.\n\n",
+    );
     let _ = writeln!(
         out,
         "Reproduce (as root, from the workspace root):\n\n```\n{}\n```\n",
@@ -662,5 +672,28 @@ mod tests {
         assert_eq!(number(10.43), "10.4");
         assert_eq!(number(0.473), "0.47");
         assert_eq!(ratio(0.035), "0.035x");
+    }
+
+    #[test]
+    fn empty_run_still_explains_itself() {
+        let results = Results {
+            blocks: Vec::new(),
+            configs: vec![Config::Direct, Config::SockmeshMtls],
+            pod_memory: None,
+            problems: vec!["round 1: broken\nbadly".to_owned()],
+            command: "cargo xtask bench --quick".to_owned(),
+            load_at_start: "0.10 0.20 0.30".to_owned(),
+            duration_s: 3,
+        };
+        let text = markdown(&results, "performance.svg");
+        for part in [
+            "Configurations: **direct**",
+            "cargo xtask bench --quick",
+            "| iperf3, 1 stream | Gbit/s | – | – | ≥ 0.60x | – |",
+            "No BPF counters were read.",
+            "- round 1: broken badly",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from:\n{text}");
+        }
     }
 }
