@@ -208,7 +208,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         certs,
         config,
     };
-    enroll_until_shutdown(&mut enroller, pods, &health).await
+    enroll_until_shutdown(&mut enroller, pods, &health).await?;
+    drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
+    Ok(())
+}
+
+/// Stops accepting (a newer agent's listeners take the queued and new connections), then waits for
+/// accepted connections to finish, up to `grace`. Pinned programs and maps stay for the next agent.
+async fn drain(enroller: &mut Enroller, proxy: &Proxy, grace: Duration) {
+    enroller.stop_accepting();
+    info!(open = proxy.in_flight(), grace = ?grace, "draining; pinned capture stays in place for the next agent");
+    let deadline = tokio::time::Instant::now() + grace;
+    while proxy.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    info!(left_open = proxy.in_flight(), "drained");
 }
 
 fn file_source(path: &Path, settings: MeshSettings) -> anyhow::Result<ConfigHandle> {

@@ -25,7 +25,11 @@ pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Prox
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let (pod, proxy) = (pod.clone(), proxy.clone());
-                tokio::spawn(async move { handle(stream, peer, &pod, &proxy).await });
+                let in_flight = proxy.track();
+                tokio::spawn(async move {
+                    handle(stream, peer, &pod, &proxy).await;
+                    drop(in_flight);
+                });
             }
             Err(e) => warn!(pod = %pod.spec.key(), error = %e, "inbound accept failed"),
         }
