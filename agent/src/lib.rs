@@ -11,6 +11,7 @@ pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod netns;
+pub mod node_view;
 pub mod policy;
 pub mod proxy;
 pub mod run;

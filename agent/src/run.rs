@@ -1,16 +1,28 @@
 //! `sockmesh run`: load and attach capture, enroll this node's pods, run the proxy.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::{
+    accesslog::{AccessLog, AccessLogArgs},
+    admin::{AdminArgs, AdminState, Check, Readiness, Servers},
     capture::{Capture, CaptureConfig},
-    cgroup, netns,
-    policy::{FileSource, MeshSettings},
-    proxy::Proxy,
-    workload::{Enroller, PodSpec, WorkloadByCgroup, config_pods},
+    cgroup,
+    connections::Telemetry,
+    identity::{CertManager, Issuer, MeshCa},
+    kube as k8s,
+    metrics::{Metrics, ReloadResult},
+    netns,
+    node_view::NodeView,
+    policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot},
+    proxy::{Proxy, Timeouts},
+    workload::{Enroller, PodSpec, config_pods},
 };
 
 /// Flags of `sockmesh run`. Every instance is scoped by its cgroup root, pin directory, node name
@@ -18,8 +30,17 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Kubernetes-style YAML (file or directory) with this node's pods and the mesh policy.
+    #[arg(
+        long,
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
+    /// Watch the Kubernetes API (in-cluster config or KUBECONFIG) instead of `--config`.
     #[arg(long)]
-    pub config: PathBuf,
+    pub kubernetes: bool,
+    #[command(flatten)]
+    pub kube: KubeFlags,
     /// Name of this node: pods whose `spec.nodeName` matches are enrolled.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
@@ -29,6 +50,13 @@ pub struct RunArgs {
     /// bpffs directory for this agent's pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/sockmesh")]
     pub pin_dir: PathBuf,
+    /// Mesh CA in Istio's plug-in layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem);
+    /// created once when empty.
+    #[arg(long, default_value = "/etc/cacerts")]
+    pub ca_dir: PathBuf,
+    /// Lifetime of workload certificates (renewed at half-life).
+    #[arg(long, default_value = "24h")]
+    pub cert_ttl: humantime::Duration,
     /// Port of the outbound listener inside each pod.
     #[arg(long, default_value_t = 15001)]
     pub outbound_port: u16,
@@ -41,11 +69,21 @@ pub struct RunArgs {
     /// Pod ports that inbound capture leaves alone (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub exclude_inbound_ports: Vec<u16>,
-    /// Upstream connect timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub connect_timeout_ms: u64,
+    /// Upstream connect timeout.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: humantime::Duration,
+    /// TLS handshake timeout, both directions.
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+    /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
+    #[arg(long, default_value = "1s")]
+    pub detect_timeout: humantime::Duration,
     #[command(flatten)]
     pub mesh: MeshFlags,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub access_log: AccessLogArgs,
 }
 
 /// Settings Istio keeps in meshConfig.
@@ -76,44 +114,209 @@ impl MeshFlags {
     }
 }
 
+/// Kubernetes discovery settings (with `--kubernetes`).
+#[derive(Debug, clap::Args)]
+pub struct KubeFlags {
+    /// The agent's own pod, never captured (downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// The kubelet's `--cgroup-root`, relative to the cgroup2 mount (default: the mount itself).
+    #[arg(long)]
+    pub kubelet_cgroup_root: Option<PathBuf>,
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     netns::init_home()?;
-    let config = FileSource::start(&args.config, args.mesh.settings()).map_err(|errors| {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!(
-            "configuration {}:\n{}",
-            args.config.display(),
-            list.join("\n")
-        )
-    })?;
-    let pods = config_pods::watch_pods(config.clone(), args.node_name.clone());
-    let mount = cgroup::cgroup2_mount()?;
     crate::bpffs::ensure(&args.pin_dir)?;
+    let mount = cgroup::cgroup2_mount()?;
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
+    let readiness = Arc::new(Readiness::default());
     let capture = Arc::new(Capture::load(&CaptureConfig {
         pin_dir: args.pin_dir.clone(),
         cgroup_root,
         exclude_outbound_ports: args.exclude_outbound_ports.clone(),
         exclude_inbound_ports: args.exclude_inbound_ports.clone(),
     })?);
-    let proxy = Arc::new(Proxy {
+    readiness.set(Check::ProgramsAttached, true);
+
+    let metrics = Arc::new(Metrics::new());
+    let log =
+        AccessLog::start(&args.access_log, metrics.access_log_dropped()).context("--access-log")?;
+    let telemetry = Arc::new(Telemetry::new(metrics.clone(), log));
+    watch_capture(&metrics, &capture);
+
+    let (config, pods) = if args.kubernetes {
+        kubernetes_source(&args, &mount, &readiness).await?
+    } else {
+        let path = args
+            .config
+            .as_deref()
+            .context("--config or --kubernetes is required")?;
+        let config = file_source(path, args.mesh.settings())?;
+        readiness.set(Check::ConfigSynced, true);
+        let pods = config_pods::watch_pods(config.clone(), args.node_name.clone());
+        (config, pods)
+    };
+
+    let ca = Arc::new(
+        MeshCa::load_or_create(&args.ca_dir, &args.mesh.trust_domain).context("--ca-dir")?,
+    );
+    let certs = Arc::new(CertManager::new(
+        Arc::new(Issuer::new(ca.clone())),
+        ca.roots(),
+        args.cert_ttl.into(),
+    ));
+    let timeouts = Timeouts {
+        connect: args.connect_timeout.into(),
+        handshake: args.handshake_timeout.into(),
+        detect: args.detect_timeout.into(),
+    };
+    let proxy = Arc::new(Proxy::new(
         capture,
-        workloads: Arc::new(WorkloadByCgroup::default()),
-        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        config.clone(),
+        certs.clone(),
+        telemetry.clone(),
+        timeouts,
+        args.mesh.trust_domain.clone(),
+    ));
+    let view = NodeView {
+        node: args.node_name.clone(),
+        workloads: proxy.workloads.clone(),
+        certs: certs.clone(),
+        config: config.clone(),
+    };
+    let servers = Servers::start(
+        &args.admin,
+        AdminState {
+            source: Arc::new(view),
+            telemetry,
+            logging: crate::logging::control(),
+            readiness: readiness.clone(),
+        },
+    )
+    .await?;
+    info!(admin = %servers.admin_addr, metrics = %servers.metrics_addr, readiness = %servers.readiness_addr, "admin servers up");
+    let mut enroller = Enroller::new(proxy.clone(), mount, args.outbound_port, args.inbound_port);
+    let health = Health {
+        metrics,
+        readiness,
+        certs,
+        config,
+    };
+    enroll_until_shutdown(&mut enroller, pods, &health).await
+}
+
+fn file_source(path: &Path, settings: MeshSettings) -> anyhow::Result<ConfigHandle> {
+    FileSource::start(path, settings).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("configuration {}:\n{}", path.display(), list.join("\n"))
+    })
+}
+
+/// The API source: the same `ConfigHandle` the file source gives, fed from the watcher, and the
+/// node's pods from the API plus the kubelet's cgroups.
+async fn kubernetes_source(
+    args: &RunArgs,
+    mount: &Path,
+    readiness: &Arc<Readiness>,
+) -> anyhow::Result<(ConfigHandle, watch::Receiver<Vec<PodSpec>>)> {
+    let client = ::kube::Client::try_default()
+        .await
+        .context("Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let api = k8s::api_source::start(client, &args.node_name, Default::default());
+    let config = ConfigHandle::new(Snapshot::build(
+        Default::default(),
+        args.mesh.settings(),
+        Vec::new(),
+    ));
+    k8s::policy_feed::feed(api.clone(), config.clone());
+    let layout = k8s::discovery::Layout::detect(
+        mount,
+        &args.kube.kubelet_cgroup_root.clone().unwrap_or_default(),
+    )
+    .context("no kubepods cgroup under --kubelet-cgroup-root: is the kubelet running?")?;
+    let cgroups = k8s::cgroup_watch::watch(&layout).context("watching the kubepods cgroups")?;
+    let own = args
+        .kube
+        .pod_name
+        .clone()
+        .zip(args.kube.pod_namespace.clone())
+        .map(|(name, namespace)| k8s::enrollment::OwnPod { namespace, name });
+    let membership = config.clone();
+    let in_mesh: k8s::node_pods::InMesh =
+        Arc::new(move |ns, name| membership.current().in_mesh(&PodKey::new(ns, name)));
+    let mut synced = api.clone();
+    let ready = readiness.clone();
+    tokio::spawn(async move {
+        while !synced.borrow_and_update().synced() {
+            if synced.changed().await.is_err() {
+                return;
+            }
+        }
+        ready.set(Check::ConfigSynced, true);
     });
-    let mut enroller = Enroller::new(proxy, mount, args.outbound_port, args.inbound_port);
-    enroll_until_shutdown(&mut enroller, pods).await
+    let pods = k8s::node_pods::watch_node_pods(api, cgroups, layout, own, in_mesh);
+    Ok((config, pods))
+}
+
+/// Metrics read from the capture maps at scrape time.
+fn watch_capture(metrics: &Metrics, capture: &Arc<Capture>) {
+    let cap = capture.clone();
+    metrics.set_bpf_events(Box::new(move || cap.stats()));
+    let cap = capture.clone();
+    metrics.set_bpf_map_entries(Box::new(move || {
+        vec![
+            ("WORKLOADS", cap.workload_cgroups().len() as u64),
+            ("POD_ADDRS", cap.pod_addrs().len() as u64),
+            ("sk_lookup_links", cap.linked_netns().len() as u64),
+        ]
+    }));
+}
+
+/// What the reconcile loop keeps up to date besides enrollment.
+struct Health {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    certs: Arc<CertManager>,
+    config: ConfigHandle,
+}
+
+impl Health {
+    fn after_reconcile(&self, enroller: &Enroller, desired: usize) {
+        self.metrics.set_enrolled_workloads(enroller.enrolled());
+        self.readiness
+            .set(Check::CertificatesIssued, enroller.enrolled() == desired);
+        self.refresh_certificates();
+    }
+
+    fn refresh_certificates(&self) {
+        for cert in self.certs.cert_infos() {
+            if let Ok(t) = humantime::parse_rfc3339_weak(&cert.not_after) {
+                let unix = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                self.metrics.set_certificate_expiry(&cert.identity, unix);
+            }
+        }
+    }
 }
 
 /// Reconciles on every change of the pod set until SIGTERM/SIGINT.
 async fn enroll_until_shutdown(
     enroller: &mut Enroller,
     mut pods: watch::Receiver<Vec<PodSpec>>,
+    health: &Health,
 ) -> anyhow::Result<()> {
     let desired = pods.borrow_and_update().clone();
     enroller.reconcile(&desired);
     enroller.sweep_stale();
+    health.after_reconcile(enroller, desired.len());
     info!(pods = desired.len(), "agent ready");
+    let mut config_changes = health.config.subscribe();
+    let mut last_error = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -123,6 +326,16 @@ async fn enroll_until_shutdown(
                 }
                 let desired = pods.borrow_and_update().clone();
                 enroller.reconcile(&desired);
+                health.after_reconcile(enroller, desired.len());
+            }
+            _ = config_changes.changed() => health.metrics.config_reloaded(ReloadResult::success),
+            _ = tick.tick() => {
+                let error = health.config.last_error().map(|e| format!("{e:?}"));
+                if error.is_some() && error != last_error {
+                    health.metrics.config_reloaded(ReloadResult::failure);
+                }
+                last_error = error;
+                health.refresh_certificates();
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,

@@ -121,7 +121,7 @@ fn inbound_is_steered_on_any_port_with_the_original_destination() -> Result<()> 
         assert_eq!(reply.local, dst, "original destination preserved");
         // The proxy connects to the app from inside the pod, with the pod's address.
         assert_eq!(reply.peer.ip(), dst.ip(), "served through the proxy");
-        agent.wait_for_log(&format!("dst={dst} "), Duration::from_secs(5))?;
+        agent.wait_for_log(&format!(" dst={dst}\n"), Duration::from_secs(5))?;
     }
     assert!(bpf::stat(n2.pin_dir(), 4)? >= 3, "lookup_steered counter");
     Ok(())

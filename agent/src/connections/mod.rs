@@ -42,6 +42,8 @@ pub enum WireMode {
     Plaintext,
     /// The application's own TLS, forwarded untouched.
     PassthroughTls,
+    /// TLS the proxy originated for a DestinationRule SIMPLE or MUTUAL (not mesh identity).
+    OriginatedTls,
 }
 
 impl WireMode {
@@ -50,6 +52,7 @@ impl WireMode {
             Self::MutualTls => "mutual_tls",
             Self::Plaintext => "plaintext",
             Self::PassthroughTls => "passthrough_tls",
+            Self::OriginatedTls => "originated_tls",
         }
     }
 }

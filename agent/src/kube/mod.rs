@@ -15,3 +15,4 @@ pub mod cgroup_watch;
 pub mod discovery;
 pub mod enrollment;
 pub mod node_pods;
+pub mod policy_feed;

@@ -151,7 +151,9 @@ impl ConnectionLabels {
             destination_principal: or_unknown(info.destination.principal.as_deref()),
             connection_security_policy: match info.mode {
                 WireMode::MutualTls => SecurityPolicy::mutual_tls,
-                WireMode::Plaintext | WireMode::PassthroughTls => SecurityPolicy::none,
+                WireMode::Plaintext | WireMode::PassthroughTls | WireMode::OriginatedTls => {
+                    SecurityPolicy::none
+                }
             },
             response_flags,
         }

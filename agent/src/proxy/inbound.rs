@@ -1,42 +1,194 @@
 //! Inbound: connections for a pod's addresses, handed to its inbound listener by sk_lookup. The
-//! accepted socket's local address is the original destination.
+//! accepted socket's local address is the original destination. The first bytes are peeked to
+//! classify the connection, and the pod's PeerAuthentication mode on the target port decides.
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::{Proxy, forward::forward, upstream::connect_in};
-use crate::workload::EnrolledPod;
+use super::{
+    Proxy,
+    forward::{forward, reset},
+    upstream::connect_in,
+    workload_ref,
+};
+use crate::{
+    connections::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
+    metrics::RefusalReason,
+    policy::InboundMode,
+    tls::{detect::Detected, detect::detect, mesh},
+    workload::EnrolledPod,
+};
 
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let (pod, proxy) = (pod.clone(), proxy.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, peer, &pod, &proxy).await {
-                        warn!(pod = %pod.spec.key(), client = %peer, error = %e, "inbound connection failed");
-                    }
-                });
+                tokio::spawn(async move { handle(stream, peer, &pod, &proxy).await });
             }
             Err(e) => warn!(pod = %pod.spec.key(), error = %e, "inbound accept failed"),
         }
     }
 }
 
-async fn handle(
-    mut downstream: TcpStream,
-    peer: SocketAddr,
+fn refuse(
+    proxy: &Proxy,
+    downstream: &TcpStream,
+    info: ConnectionInfo,
+    reason: RefusalReason,
+    error: impl std::fmt::Display,
+) {
+    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "inbound refused");
+    reset(downstream);
+    proxy.telemetry.refuse(info, reason, error);
+}
+
+async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {
+    let _ = downstream.set_nodelay(true);
+    let Ok(dst) = downstream.local_addr() else {
+        return;
+    };
+    debug!(pod = %pod.spec.key(), client = %peer, dst = %dst, "inbound captured");
+    let snapshot = proxy.config.current();
+    let source_workload = snapshot.pod_by_ip(peer.ip()).map(|p| WorkloadRef {
+        namespace: p.namespace().to_owned(),
+        name: p.name().to_owned(),
+        pod: p.name().to_owned(),
+    });
+    let mut info = ConnectionInfo {
+        direction: Direction::Inbound,
+        mode: WireMode::Plaintext,
+        source: Source {
+            addr: peer,
+            workload: source_workload,
+            principal: None,
+        },
+        destination: Destination {
+            original: Some(dst),
+            endpoint: Some(dst),
+            service: None,
+            workload: Some(workload_ref(pod)),
+            principal: Some(pod.identity.id().to_string()),
+        },
+    };
+    // A pod the configuration no longer knows gets the strictest treatment: fail closed.
+    let mode = snapshot
+        .inbound(&pod.key, dst.port())
+        .map_or(InboundMode::Strict, |i| i.mode);
+    drop(snapshot);
+    if mode == InboundMode::Disable {
+        return pass_through(downstream, info, pod, proxy).await;
+    }
+    let detected = match detect(&downstream, proxy.timeouts.detect).await {
+        Ok(d) => d,
+        Err(e) => return debug!(client = %peer, error = %e, "inbound closed during detection"),
+    };
+    match (detected, mode) {
+        (Detected::MeshTls { .. }, _) => terminate(downstream, info, pod, proxy).await,
+        (other, InboundMode::Strict) => {
+            let why = format!("STRICT on {dst}: {} from {peer} refused", describe(&other));
+            refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::PlaintextRejected,
+                why,
+            );
+        }
+        (Detected::OtherTls { .. }, _) => {
+            info.mode = WireMode::PassthroughTls;
+            pass_through(downstream, info, pod, proxy).await;
+        }
+        (Detected::Plaintext | Detected::Empty, _) => {
+            pass_through(downstream, info, pod, proxy).await
+        }
+    }
+}
+
+fn describe(d: &Detected) -> &'static str {
+    match d {
+        Detected::MeshTls { .. } => "mesh mTLS",
+        Detected::OtherTls { .. } => "TLS without the mesh ALPN",
+        Detected::Plaintext => "plaintext",
+        Detected::Empty => "a connection that sent nothing",
+    }
+}
+
+/// Terminates mesh mTLS with the pod's identity (client certificate required, chaining to the
+/// mesh root) and forwards the decrypted bytes to the app.
+async fn terminate(
+    downstream: TcpStream,
+    mut info: ConnectionInfo,
     pod: &EnrolledPod,
     proxy: &Proxy,
-) -> std::io::Result<()> {
-    let _ = downstream.set_nodelay(true);
-    let dst = downstream.local_addr()?;
-    debug!(pod = %pod.spec.key(), client = %peer, dst = %dst, "inbound captured");
-    // Connect to the app at the original destination from inside the pod: source and destination
-    // are then both the pod's address, which sk_lookup lets through.
-    let mut app = connect_in(&pod.netns, dst, proxy.connect_timeout).await?;
-    let t = forward(&mut downstream, &mut app).await?;
-    debug!(pod = %pod.spec.key(), client = %peer, dst = %dst, sent = t.to_downstream, received = t.to_upstream, "inbound closed");
-    Ok(())
+) {
+    let accepted = tokio::time::timeout(
+        proxy.timeouts.handshake,
+        mesh::accept(pod.identity.server_config(), downstream),
+    )
+    .await;
+    let (tls, peer_id) = match accepted {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            proxy.telemetry.metrics.handshake_failed("downstream");
+            warn!(src = %info.source.addr, error = %e, "inbound mTLS handshake failed");
+            return proxy
+                .telemetry
+                .refuse(info, RefusalReason::DownstreamHandshake, e);
+        }
+        Err(_) => {
+            proxy.telemetry.metrics.handshake_failed("timeout");
+            return proxy.telemetry.refuse(
+                info,
+                RefusalReason::DownstreamHandshake,
+                "handshake timed out",
+            );
+        }
+    };
+    info.mode = WireMode::MutualTls;
+    info.source.principal = Some(peer_id.to_string());
+    let dst = info.destination.original.expect("set above");
+    let mut app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
+        Ok(app) => app,
+        Err(e) => {
+            return proxy.telemetry.refuse(
+                info,
+                RefusalReason::UpstreamConnect,
+                format!("app {dst}: {e}"),
+            );
+        }
+    };
+    let mut conn = proxy.telemetry.open(info);
+    let mut down = conn.count(tls);
+    if let Err(e) = forward(&mut down, &mut app).await {
+        conn.set_error(&e);
+    }
+}
+
+/// Forwards the connection's bytes to the app as they are.
+async fn pass_through(
+    downstream: TcpStream,
+    info: ConnectionInfo,
+    pod: &EnrolledPod,
+    proxy: &Proxy,
+) {
+    let dst = info.destination.original.expect("set above");
+    let mut app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
+        Ok(app) => app,
+        Err(e) => {
+            return refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::UpstreamConnect,
+                format!("app {dst}: {e}"),
+            );
+        }
+    };
+    let mut conn = proxy.telemetry.open(info);
+    let mut down = conn.count(downstream);
+    if let Err(e) = forward(&mut down, &mut app).await {
+        conn.set_error(&e);
+    }
 }

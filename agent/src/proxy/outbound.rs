@@ -1,31 +1,26 @@
-//! Outbound: a pod's connection redirected by connect4/6 to its outbound listener.
+//! Outbound: a pod's connection redirected by connect4/6 to its outbound listener. The proxy
+//! recovers the original destination and the source workload from the capture maps, asks the
+//! resolver what the destination is and how to reach it, and applies the client TLS mode.
 use std::{net::SocketAddr, sync::Arc};
 
 use sockmesh_common::ConnKey;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::{Proxy, forward::forward, upstream::connect_in};
-use crate::{capture::addr_key, workload::EnrolledPod};
-
-/// Why an outbound connection was refused (the client sees a reset).
-#[derive(Debug, thiserror::Error)]
-pub enum OutboundError {
-    #[error("no original destination recorded for client {0} (CONNS miss): refusing")]
-    NoOriginalDst(SocketAddr),
-    #[error("cgroup {0} is not an enrolled workload: refusing")]
-    UnknownCgroup(u64),
-    #[error(
-        "cgroup {cgroup} belongs to pod {owner}, not to the listener's pod {listener}: refusing"
-    )]
-    CgroupMismatch {
-        cgroup: u64,
-        owner: String,
-        listener: String,
-    },
-    #[error("upstream {0}: {1}")]
-    Upstream(SocketAddr, std::io::Error),
-}
+use super::{
+    Proxy,
+    client_tls::{Upstream, secure},
+    forward::{forward, reset},
+    route::Route,
+    upstream::connect_in,
+    workload_ref,
+};
+use crate::{
+    capture::addr_key,
+    connections::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
+    metrics::RefusalReason,
+    workload::EnrolledPod,
+};
 
 /// Accepts the pod's redirected connections until the task is aborted (pod unenrolled).
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
@@ -33,55 +28,189 @@ pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Prox
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let (pod, proxy) = (pod.clone(), proxy.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, peer, &pod, &proxy).await {
-                        warn!(pod = %pod.spec.key(), client = %peer, error = %e, "outbound connection failed");
-                    }
-                });
+                tokio::spawn(async move { handle(stream, peer, &pod, &proxy).await });
             }
             Err(e) => warn!(pod = %pod.spec.key(), error = %e, "outbound accept failed"),
         }
     }
 }
 
-async fn handle(
-    mut downstream: TcpStream,
-    peer: SocketAddr,
-    pod: &EnrolledPod,
+/// Refuses the connection: the client sees a reset; metrics and the access log say why.
+fn refuse(
     proxy: &Proxy,
-) -> Result<(), OutboundError> {
+    downstream: &TcpStream,
+    info: ConnectionInfo,
+    reason: RefusalReason,
+    error: impl std::fmt::Display,
+) {
+    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "outbound refused");
+    reset(downstream);
+    proxy.telemetry.refuse(info, reason, error);
+}
+
+async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {
+    let _ = downstream.set_nodelay(true);
+    let mut info = ConnectionInfo {
+        direction: Direction::Outbound,
+        mode: WireMode::Plaintext,
+        source: Source {
+            addr: peer,
+            workload: Some(workload_ref(pod)),
+            principal: Some(pod.identity.id().to_string()),
+        },
+        destination: Destination {
+            original: None,
+            endpoint: None,
+            service: None,
+            workload: None,
+            principal: None,
+        },
+    };
     let key = ConnKey {
         netns_cookie: pod.netns_cookie,
         ip: addr_key(peer.ip()),
         port: peer.port(),
         _pad: [0; 6],
     };
-    let orig = proxy
-        .capture
-        .original_dst(&key)
-        .ok_or(OutboundError::NoOriginalDst(peer))?;
-    let source = proxy
-        .workloads
-        .get(orig.cgroup_id)
-        .ok_or(OutboundError::UnknownCgroup(orig.cgroup_id))?;
-    debug!(pod = %source.spec.key(), client = %peer, orig_dst = %orig.addr, cgroup_id = orig.cgroup_id, "outbound captured");
-    if source.id != pod.id {
-        return Err(OutboundError::CgroupMismatch {
-            cgroup: orig.cgroup_id,
-            owner: source.spec.key(),
-            listener: pod.spec.key(),
-        });
-    }
-    let mut upstream = connect_in(&source.netns, orig.addr, proxy.connect_timeout)
-        .await
-        .map_err(|e| OutboundError::Upstream(orig.addr, e))?;
-    match forward(&mut downstream, &mut upstream).await {
-        Ok(t) => {
-            debug!(pod = %source.spec.key(), dst = %orig.addr, sent = t.to_upstream, received = t.to_downstream, "outbound closed")
+    let Some(orig) = proxy.capture.original_dst(&key) else {
+        let why = format!(
+            "no original destination recorded for client {peer} in netns cookie {}",
+            pod.netns_cookie
+        );
+        return refuse(proxy, &downstream, info, RefusalReason::NoOriginalDst, why);
+    };
+    info.destination.original = Some(orig.addr);
+    debug!(pod = %pod.spec.key(), client = %peer, orig_dst = %orig.addr, cgroup_id = orig.cgroup_id, "outbound captured");
+    match proxy.workloads.get(orig.cgroup_id) {
+        None => {
+            let why = format!("cgroup {} is not an enrolled workload", orig.cgroup_id);
+            return refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::UnknownWorkload,
+                why,
+            );
         }
+        Some(owner) if owner.id != pod.id => {
+            let why = format!(
+                "cgroup {} belongs to {}, not to {}",
+                orig.cgroup_id,
+                owner.spec.key(),
+                pod.spec.key()
+            );
+            return refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::WorkloadMismatch,
+                why,
+            );
+        }
+        Some(_) => {}
+    }
+
+    let snapshot = proxy.config.current();
+    let outbound = snapshot.outbound(Some(&pod.key), orig.addr);
+    let route = proxy.balancer.route(outbound, orig.addr, &snapshot);
+    drop(snapshot);
+    let Some(route) = route else {
+        let why = format!("{} has no endpoint with an address", orig.addr);
+        return refuse(
+            proxy,
+            &downstream,
+            info,
+            RefusalReason::UpstreamConnect,
+            why,
+        );
+    };
+    describe(&mut info, &route);
+    let tcp = match connect_in(&pod.netns, route.endpoint, proxy.timeouts.connect).await {
+        Ok(tcp) => tcp,
         Err(e) => {
-            debug!(pod = %source.spec.key(), dst = %orig.addr, error = %e, "outbound ended with error")
+            return refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::UpstreamConnect,
+                format!("connect {}: {e}", route.endpoint),
+            );
         }
+    };
+    let upstream = match secure(
+        tcp,
+        &route,
+        &pod.identity,
+        &proxy.origination,
+        proxy.timeouts.handshake,
+    )
+    .await
+    {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            proxy.telemetry.metrics.handshake_failed("upstream");
+            return refuse(
+                proxy,
+                &downstream,
+                info,
+                RefusalReason::UpstreamHandshake,
+                e,
+            );
+        }
+    };
+    relay(downstream, upstream, info, proxy).await;
+}
+
+/// Fills in where the connection goes, as far as the route tells.
+fn describe(info: &mut ConnectionInfo, route: &Route) {
+    info.destination.endpoint = Some(route.endpoint);
+    info.destination.service = route.service.clone();
+    info.destination.workload = route
+        .endpoint_pod
+        .as_ref()
+        .map(|(namespace, name)| WorkloadRef {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            pod: name.clone(),
+        });
+    info.destination.principal = route.expected.first().map(ToString::to_string);
+}
+
+async fn relay(downstream: TcpStream, upstream: Upstream, mut info: ConnectionInfo, proxy: &Proxy) {
+    let result = match upstream {
+        Upstream::Plain(mut tcp) => {
+            let mut conn = proxy.telemetry.open(info);
+            let mut down = conn.count(downstream);
+            let r = forward(&mut down, &mut tcp).await;
+            record(&mut conn, r)
+        }
+        Upstream::Mesh(mut tls, peer) => {
+            info.mode = WireMode::MutualTls;
+            info.destination.principal = Some(peer.to_string());
+            let mut conn = proxy.telemetry.open(info);
+            let mut down = conn.count(downstream);
+            let r = forward(&mut down, &mut tls).await;
+            record(&mut conn, r)
+        }
+        Upstream::Originated(mut tls) => {
+            info.mode = WireMode::OriginatedTls;
+            let mut conn = proxy.telemetry.open(info);
+            let mut down = conn.count(downstream);
+            let r = forward(&mut down, &mut tls).await;
+            record(&mut conn, r)
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "outbound ended with an error");
     }
-    Ok(())
+}
+
+fn record(
+    conn: &mut crate::connections::ObservedConnection,
+    result: std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Err(e) = &result {
+        conn.set_error(e);
+    }
+    result
 }

@@ -18,7 +18,9 @@ use super::{EnrolledPod, PodSpec, WorkloadByCgroup};
 use crate::{
     capture::{Capture, addr_key},
     cgroup,
+    identity::SpiffeId,
     netns::Netns,
+    policy::PodKey,
     proxy::{Proxy, listeners::PodListeners, serve_inbound, serve_outbound},
 };
 
@@ -140,6 +142,11 @@ impl Enroller {
         }
     }
 
+    /// Number of pods currently enrolled.
+    pub fn enrolled(&self) -> usize {
+        self.enrolled.len()
+    }
+
     /// Unenrolls every pod (agent shutdown leaves pinned programs; uninstall removes them).
     pub fn unenroll_all(&mut self) {
         let keys: Vec<String> = self.enrolled.keys().cloned().collect();
@@ -156,12 +163,31 @@ impl Enroller {
             .map(|p| cgroup_id(&self.cgroup_mount, p))
             .collect::<anyhow::Result<Vec<u64>>>()?;
         anyhow::ensure!(!cgroup_ids.is_empty(), "pod has no container cgroup");
-        let listeners = PodListeners::bind(&netns, self.outbound_port, self.inbound_port)?;
+        // The certificate is issued now, not on the pod's first connection.
+        let spiffe = SpiffeId::new(
+            &self.proxy.trust_domain,
+            &spec.namespace,
+            &spec.service_account,
+        )?;
+        let identity = self
+            .proxy
+            .certs
+            .acquire(&spiffe)
+            .with_context(|| format!("certificate for {spiffe}"))?;
+        let listeners = match PodListeners::bind(&netns, self.outbound_port, self.inbound_port) {
+            Ok(l) => l,
+            Err(e) => {
+                self.proxy.certs.release(&spiffe);
+                return Err(e);
+            }
+        };
         let id = self.next_id;
         self.next_id += 1;
         let pod = Arc::new(EnrolledPod {
             id,
             spec: spec.clone(),
+            key: PodKey::new(&spec.namespace, &spec.name),
+            identity,
             netns,
             netns_cookie: listeners.netns_cookie,
         });
@@ -295,6 +321,7 @@ impl Enroller {
         for task in &e.accept_loops {
             task.abort();
         }
+        self.proxy.certs.release(e.pod.identity.id());
     }
 }
 

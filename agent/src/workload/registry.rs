@@ -5,16 +5,30 @@ use std::{
 };
 
 use super::PodSpec;
-use crate::netns::Netns;
+use crate::{identity::WorkloadIdentity, netns::Netns, policy::PodKey};
 
 /// An enrolled pod as the proxy sees it.
-#[derive(Debug)]
 pub struct EnrolledPod {
     pub id: u32,
     pub spec: PodSpec,
+    /// The pod's key in the policy model.
+    pub key: PodKey,
+    /// The pod's SPIFFE identity and certificate (shared by pods with the same service account).
+    pub identity: Arc<WorkloadIdentity>,
     pub netns: Netns,
     /// Cookie of the pod's network namespace: part of the `CONNS` key of its connections.
     pub netns_cookie: u64,
+}
+
+impl std::fmt::Debug for EnrolledPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolledPod")
+            .field("id", &self.id)
+            .field("pod", &self.spec.key())
+            .field("identity", self.identity.id())
+            .field("netns_cookie", &self.netns_cookie)
+            .finish()
+    }
 }
 
 /// cgroup id -> enrolled pod. Every container cgroup of a pod maps to the same pod.
