@@ -202,7 +202,9 @@ impl Seed {
     /// Where `client` connects to reach `svc` on `port`: the cluster IP from inside the mesh, the
     /// endpoint pod's IP from `test3` (no proxy there to resolve cluster IPs).
     pub fn address(&self, client: &str, svc: &Service, port: u16) -> SocketAddr {
-        let in_mesh = MESH_NAMESPACES.iter().any(|ns| client.starts_with(&format!("{ns}/")));
+        let in_mesh = MESH_NAMESPACES
+            .iter()
+            .any(|ns| client.starts_with(&format!("{ns}/")));
         let ip = if in_mesh {
             svc.cluster_ip
         } else {
@@ -212,7 +214,7 @@ impl Seed {
     }
 
     /// Replaces the policies with `yaml` (empty: none) and waits until every agent reloaded.
-    pub fn apply(&mut self, yaml: &str) -> Result<()> {
+    pub fn apply(&self, yaml: &str) -> Result<()> {
         let path = self.config_dir().join(POLICY_FILE);
         let before: Vec<usize> = self.agents.values().map(reloads).collect();
         if yaml.trim().is_empty() {
@@ -241,7 +243,7 @@ impl Seed {
     }
 
     /// Applies the step's policies and probes every cell.
-    pub fn run_step(&mut self, step: &Step) -> Result<StepReport> {
+    pub fn run_step(&self, step: &Step) -> Result<StepReport> {
         self.apply(&step.policy)?;
         let mut cells = Vec::new();
         for cell in &step.cells {

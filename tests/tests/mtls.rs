@@ -18,7 +18,7 @@ fn seed(name: &str) -> Result<Option<Seed>> {
 
 /// Runs the step named `name` on a fresh seed topology and asserts every cell.
 fn step(name: &str) -> Result<Option<(Seed, StepReport)>> {
-    let Some(mut seed) = seed(name)? else {
+    let Some(seed) = seed(name)? else {
         return Ok(None);
     };
     let step = seed::steps()

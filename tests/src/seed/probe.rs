@@ -98,7 +98,7 @@ impl Seed {
         );
         let pod = self.pod(client);
         let server = self.pod(&svc.pod_key());
-        let logged: Vec<usize> = self.agents().map(|a| log_len(a)).collect();
+        let logged: Vec<usize> = self.agents().map(log_len).collect();
         let capture = self.bed().wire_capture()?;
         let reply = pod.connect(self.address(client, svc, port), &msg);
         let wire = capture.finish()?;

@@ -179,7 +179,11 @@ pub fn steps() -> Vec<Step> {
             name: "defaults",
             title: "no policy: auto mTLS inside the mesh, plaintext to test3, PERMISSIVE accepts test3's plaintext",
             policy: String::new(),
-            cells: httpbin_grid([[MTLS, MTLS, PLAIN], [MTLS, MTLS, PLAIN], [PLAIN, PLAIN, PLAIN]]),
+            cells: httpbin_grid([
+                [MTLS, MTLS, PLAIN],
+                [MTLS, MTLS, PLAIN],
+                [PLAIN, PLAIN, PLAIN],
+            ]),
         },
         Step {
             name: "strict-test1",
