@@ -125,11 +125,14 @@ fn run_step(shared: &Shared, step: &Step) -> Result<StepReport> {
 /// and returns their paths.
 fn build(root: &Path) -> Result<(PathBuf, PathBuf)> {
     println!("\n==> building sockmesh and pod-tool");
-    Cmd::new("cargo")
-        .args(["build", "-p", "sockmesh-agent", "--bin", "sockmesh"])
-        .args(["-p", "sockmesh-tests", "--bin", "pod-tool"])
-        .current_dir(root)
-        .run()?;
+    // Two builds, as the tests do them: one command for both would unify features differently
+    // and make the next test run rebuild the agent.
+    for (package, bin) in [("sockmesh-agent", "sockmesh"), ("sockmesh-tests", "pod-tool")] {
+        Cmd::new("cargo")
+            .args(["build", "-p", package, "--bin", bin])
+            .current_dir(root)
+            .run()?;
+    }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("xtask binary has no directory")?;
     Ok((dir.join("sockmesh"), dir.join("pod-tool")))
