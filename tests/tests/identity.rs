@@ -258,3 +258,192 @@ fn policy_change_reaches_new_connections_within_a_second_open_ones_keep_their_mo
     assert!(exchanges > 10, "only {exchanges} exchanges");
     Ok(())
 }
+
+/// Runs `openssl` with `args` in `dir`; fails with its stderr.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A CA (`<name>-ca.pem`) and a leaf it signed (`<name>.pem`, `<name>-key.pem`) for `san`.
+fn issue(dir: &std::path::Path, name: &str, san: &str) -> Result<()> {
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca-key.pem"));
+    let (cert, key, csr) = (
+        format!("{name}.pem"),
+        format!("{name}-key.pem"),
+        format!("{name}.csr"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-subj",
+            &format!("/CN={name} CA"),
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={san}"),
+        ],
+    )?;
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext, format!("subjectAltName=DNS:{san}\n"))?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &cert,
+            "-extfile",
+            &ext.display().to_string(),
+        ],
+    )
+}
+
+/// Sends one line through the mesh pod (plaintext; the proxy originates TLS) and returns the
+/// reply line, which `openssl s_server -rev` reverses.
+fn line_via(pod: &Pod, addr: SocketAddr, line: &str) -> Result<String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{} && echo {line} >&3 && timeout 5 head -n1 <&3",
+        addr.ip(),
+        addr.port()
+    );
+    let out = pod.run_timeout(
+        {
+            let mut cmd = Command::new("bash");
+            cmd.args(["-c", &script]);
+            cmd
+        },
+        Duration::from_secs(10),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn simple_and_mutual_origination_to_a_tls_server_outside_the_mesh() -> Result<()> {
+    if !testbed::require_root() {
+        return Ok(());
+    }
+    testbed::set_pod_tool(env!("CARGO_BIN_EXE_pod-tool"));
+    let mut seed = Seed::build("id-originate")?;
+    let host = "tlsserver.test3.svc.cluster.local";
+    let dir = seed.bed().workdir().join("pki");
+    std::fs::create_dir_all(&dir)?;
+    issue(&dir, "server", host)?;
+    issue(&dir, "client", "sleep.test1")?;
+    issue(&dir, "foreign", host)?;
+    let server = seed.node("n2").pod("test3", "tlsserver")?;
+    let s_server = |verify: bool| -> Result<Process> {
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(&dir).args([
+            "s_server",
+            "-accept",
+            "8443",
+            "-cert",
+            "server.pem",
+            "-key",
+            "server-key.pem",
+            "-rev",
+        ]);
+        if verify {
+            cmd.args([
+                "-Verify",
+                "1",
+                "-verify_return_error",
+                "-CAfile",
+                "client-ca.pem",
+            ]);
+        }
+        let mut p = server.spawn(cmd)?;
+        p.wait_for_log("ACCEPT", Duration::from_secs(5))?;
+        Ok(p)
+    };
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: tlsserver, namespace: test3}\nspec:\n  clusterIP: 172.20.3.2\n  selector: {app: tlsserver}\n  ports: [{name: tls, port: 8443, targetPort: 8443}]\n";
+    let config = seed.bed().write_config()?;
+    std::fs::write(config.join("tlsserver.yaml"), service)?;
+    seed.start_agents(&[])?;
+    let sleep = seed.pod("test1/sleep");
+    let addr: SocketAddr = "172.20.3.2:8443".parse()?;
+    let pki = dir.display().to_string();
+    let rule = |tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: tlsserver, namespace: test1}}\nspec:\n  host: {host}\n  trafficPolicy:\n    tls:\n      sni: {host}\n{tls}"
+        )
+    };
+
+    let simple = s_server(false)?;
+    seed.apply(&rule(&format!(
+        "      mode: SIMPLE\n      caCertificates: {pki}/server-ca.pem\n"
+    )))?;
+    assert_eq!(
+        line_via(sleep, addr, "simple")?,
+        "elpmis",
+        "SIMPLE with the server's CA"
+    );
+    seed.apply(&rule(&format!(
+        "      mode: SIMPLE\n      caCertificates: {pki}/foreign-ca.pem\n"
+    )))?;
+    assert_eq!(
+        line_via(sleep, addr, "foreign")?,
+        "",
+        "SIMPLE with a foreign CA must fail"
+    );
+    drop(simple);
+
+    let _mutual = s_server(true)?;
+    seed.apply(&rule(&format!(
+        "      mode: MUTUAL\n      caCertificates: {pki}/server-ca.pem\n      clientCertificate: {pki}/client.pem\n      privateKey: {pki}/client-key.pem\n"
+    )))?;
+    assert_eq!(
+        line_via(sleep, addr, "mutual")?,
+        "lautum",
+        "MUTUAL with a client certificate"
+    );
+    seed.apply(&rule(&format!(
+        "      mode: MUTUAL\n      caCertificates: {pki}/server-ca.pem\n      clientCertificate: {pki}/foreign.pem\n      privateKey: {pki}/foreign-key.pem\n"
+    )))?;
+    assert_eq!(
+        line_via(sleep, addr, "untrusted")?,
+        "",
+        "MUTUAL with a client certificate the server does not trust must fail"
+    );
+    Ok(())
+}

@@ -91,3 +91,54 @@ fn workload_selector_permissive_inside_a_strict_namespace() -> Result<()> {
 fn productpage_istio_mutual_on_9080_only() -> Result<()> {
     step("productpage").map(drop)
 }
+
+#[test]
+fn mesh_traffic_is_tls_records_without_payload_and_disable_is_plaintext() -> Result<()> {
+    let Some(seed) = seed("mtls-wire")? else {
+        return Ok(());
+    };
+    let steps = seed::steps();
+    let disable = steps
+        .iter()
+        .find(|s| s.name == "disable-test3")
+        .context("step")?;
+    seed.apply(&disable.policy)?;
+    let sleep = seed.pod("test1/sleep");
+    let secret = "sockmesh-secret-payload-0123456789";
+    for (host, encrypted) in [("httpbin.test2", true), ("httpbin.test3", false)] {
+        let svc = seed::service(host);
+        let server = seed.pod(&svc.pod_key());
+        let capture = seed.bed().wire_capture()?;
+        let reply = sleep.connect(
+            seed.address("test1/sleep", &svc, seed::HTTPBIN_PORT),
+            secret,
+        )?;
+        assert_eq!(reply.msg, secret);
+        let wire = capture.finish()?;
+        assert_eq!(wire.dropped(), 0, "capture fell behind");
+        let flows: Vec<_> = wire
+            .flows()
+            .into_iter()
+            .filter(|f| f.client.ip() == sleep.ipv4() && f.server.ip() == server.ipv4())
+            .collect();
+        assert_eq!(
+            flows.len(),
+            1,
+            "one connection on the wire to {host}: {flows:?}"
+        );
+        if encrypted {
+            assert!(flows[0].is_tls(), "{host}: not TLS records both ways");
+            assert!(
+                !wire.contains(secret.as_bytes()),
+                "{host}: payload in clear"
+            );
+        } else {
+            assert!(
+                flows[0].contains(secret.as_bytes()),
+                "{host}: DISABLE must be plaintext"
+            );
+            assert!(!flows[0].is_tls());
+        }
+    }
+    Ok(())
+}

@@ -127,7 +127,10 @@ fn build(root: &Path) -> Result<(PathBuf, PathBuf)> {
     println!("\n==> building sockmesh and pod-tool");
     // Two builds, as the tests do them: one command for both would unify features differently
     // and make the next test run rebuild the agent.
-    for (package, bin) in [("sockmesh-agent", "sockmesh"), ("sockmesh-tests", "pod-tool")] {
+    for (package, bin) in [
+        ("sockmesh-agent", "sockmesh"),
+        ("sockmesh-tests", "pod-tool"),
+    ] {
         Cmd::new("cargo")
             .args(["build", "-p", package, "--bin", bin])
             .current_dir(root)
