@@ -19,7 +19,13 @@ type Shared = Arc<Mutex<Option<Seed>>>;
 pub fn run(root: &Path, keep: bool, clean: bool) -> Result<()> {
     if clean {
         let swept = testbed::sweep_stale()?;
-        println!("removed {swept:?}");
+        println!(
+            "removed {} network namespaces, {} cgroup trees (with their processes), {} work directories, {} pin directories",
+            swept.netns.len(),
+            swept.cgroups.len(),
+            swept.dirs.len(),
+            swept.pins.len()
+        );
         return Ok(());
     }
     if Cmd::new("id").arg("-u").read()?.trim() != "0" {
