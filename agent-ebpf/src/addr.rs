@@ -38,10 +38,10 @@ pub fn to_ip6_words(ip: &[u8; 16]) -> [u32; 4] {
 ///
 /// The verifier only allows context loads at a constant offset from the unmodified context
 /// pointer; a volatile read keeps LLVM from hoisting the address into a register or merging loads.
-#[macro_export]
 macro_rules! ctx_read {
     ($ptr:expr, $($field:tt)+) => {
         // SAFETY: the kernel hands the program a valid context of this type.
         unsafe { core::ptr::read_volatile(&raw const (*$ptr).$($field)+) }
     };
 }
+pub(crate) use ctx_read;

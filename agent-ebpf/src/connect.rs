@@ -9,8 +9,7 @@ use aya_ebpf::{
 use sockmesh_common::{DIRECTION_OUTBOUND, OrigDst, is_loopback, is_v4_mapped, stat, v4_mapped};
 
 use crate::{
-    addr::{from_ip4, from_ip6, to_ip6_words},
-    ctx_read,
+    addr::{ctx_read, from_ip4, from_ip6, to_ip6_words},
     maps::{PENDING, WORKLOADS, count, port_excluded},
 };
 

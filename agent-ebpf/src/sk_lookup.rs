@@ -4,8 +4,7 @@ use aya_ebpf::{macros::sk_lookup, programs::SkLookupContext};
 use sockmesh_common::{Addr, DIRECTION_INBOUND, stat};
 
 use crate::{
-    addr::{from_ip4, from_ip6},
-    ctx_read,
+    addr::{ctx_read, from_ip4, from_ip6},
     maps::{INBOUND_LISTENERS, POD_ADDRS, count, port_excluded},
 };
 

@@ -10,8 +10,7 @@ use aya_ebpf::{
 use sockmesh_common::{ConnKey, stat};
 
 use crate::{
-    addr::{from_ip4, from_ip6},
-    ctx_read,
+    addr::{ctx_read, from_ip4, from_ip6},
     maps::{CONNS, PENDING, count},
 };
 

@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
     #[arg(long, default_value = "1s")]
     pub detect_timeout: humantime::Duration,
+    /// On SIGTERM, how long open connections may take to finish before the agent exits.
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: humantime::Duration,
     #[command(flatten)]
     pub mesh: MeshFlags,
     #[command(flatten)]
@@ -341,6 +344,5 @@ async fn enroll_until_shutdown(
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    info!("shutting down; pinned capture stays in place for the next agent");
     Ok(())
 }

@@ -40,8 +40,14 @@ impl Agent {
     /// readiness ports on loopback, its own JSON access log, and the bed's shared CA directory
     /// (`<bed workdir>/ca`), so agents of one bed trust each other.
     pub fn start_with(node: &Node, config: &Path, extra: &[&str]) -> Result<Agent> {
+        // Alternate between two port sets per node, so a new agent can start beside the old one
+        // (a rolling update) in the shared root netns.
+        let set = next_port_set(node);
         let local = |k| -> Result<SocketAddr> {
-            Ok(SocketAddr::from(([127, 0, 0, 1], node.local_port(k)?)))
+            Ok(SocketAddr::from((
+                [127, 0, 0, 1],
+                node.local_port(set * 3 + k)?,
+            )))
         };
         let (admin, metrics, readiness) = (local(0)?, local(1)?, local(2)?);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -157,8 +163,24 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+fn next_port_set(node: &Node) -> u16 {
+    static SETS: Mutex<Vec<(String, u16)>> = Mutex::new(Vec::new());
+    let key = format!("{}/{}", node.bed_workdir().display(), node.name());
+    let mut sets = SETS.lock().unwrap_or_else(|e| e.into_inner());
+    match sets.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => {
+            *n = 1 - *n;
+            *n
+        }
+        None => {
+            sets.push((key, 0));
+            0
+        }
+    }
+}
+
 /// Path of the `sockmesh` binary: `$SOCKMESH_BIN`, the target directory of the running test, or a
-/// fresh `cargo build -p sockmesh-agent --bin sockmesh` into that target directory.
+/// fresh workspace build into that target directory.
 pub fn sockmesh_bin() -> Result<PathBuf> {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     static BUILD: Mutex<()> = Mutex::new(());
@@ -191,13 +213,15 @@ fn build() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // The whole workspace, as `cargo test --workspace` builds it: the same feature set, so this
+    // finds the binary up to date instead of rebuilding dependencies with other features.
     cmd.args([
         "build",
         "--quiet",
-        "-p",
-        "sockmesh-agent",
-        "--bin",
-        "sockmesh",
+        "--workspace",
+        "--exclude",
+        "sockmesh-ebpf",
+        "--bins",
         "--manifest-path",
     ])
     .arg(&manifest)

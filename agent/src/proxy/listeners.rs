@@ -3,6 +3,11 @@
 //! Outbound: `127.0.0.1:<outbound>` and `[::1]:<outbound>`, where connect4/6 send the pod's
 //! connections. Inbound: `127.0.0.1:<inbound>` and `[::1]:<inbound>`, handed connections for the
 //! pod's addresses by sk_lookup (the bind address does not matter to sk_lookup).
+//!
+//! Hand-over between agents (rolling update): every listener has `SO_REUSEPORT`, so a new agent
+//! binds beside the old one, and the pod's namespace gets `net.ipv4.tcp_migrate_req=1`, so when
+//! the old agent closes its listeners the connections still queued on them move to the new
+//! agent's listeners instead of being reset.
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -17,6 +22,9 @@ use tracing::warn;
 use crate::netns::Netns;
 
 const BACKLOG: i32 = 4096;
+/// Per-namespace sysctl (Linux 5.14+): migrate queued connections of a closed listener to another
+/// listener of its `SO_REUSEPORT` group. Opened inside the pod's namespace, so it sets the pod's.
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 /// `SO_NETNS_COOKIE` (Linux 5.14+), not exported by libc yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
@@ -35,14 +43,18 @@ impl PodListeners {
     pub fn bind(netns: &Netns, outbound_port: u16, inbound_port: u16) -> anyhow::Result<Self> {
         let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        let (out4, out6, in4, in6) = netns.run(|| {
+        let (migrate, out4, out6, in4, in6) = netns.run(|| {
             (
+                std::fs::write(MIGRATE_REQ, "1"),
                 listen(v4(outbound_port)),
                 listen(v6(outbound_port)),
                 listen(v4(inbound_port)),
                 listen(v6(inbound_port)),
             )
         })?;
+        if let Err(e) = migrate {
+            warn!(netns = %netns.path().display(), error = %e, "cannot enable {MIGRATE_REQ}: a restart may reset queued connections");
+        }
         let out4 = out4.with_context(|| {
             format!(
                 "binding {} in {}",
@@ -76,6 +88,7 @@ impl PodListeners {
 fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

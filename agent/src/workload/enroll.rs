@@ -142,6 +142,16 @@ impl Enroller {
         }
     }
 
+    /// Closes every pod's listeners (their queued connections move to a newer agent's listeners)
+    /// and leaves the capture maps and pins in place for that agent. Open connections go on.
+    pub fn stop_accepting(&mut self) {
+        for e in self.enrolled.values_mut() {
+            for task in e.accept_loops.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
     /// Number of pods currently enrolled.
     pub fn enrolled(&self) -> usize {
         self.enrolled.len()
