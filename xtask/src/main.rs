@@ -1,6 +1,7 @@
 //! Developer tasks for the sockmesh workspace, run as `cargo xtask <task>` (alias in
 //! .cargo/config.toml). One module per task; `cmd` runs external commands.
 mod cmd;
+mod demo;
 mod setup;
 mod test;
 mod validate;
@@ -27,6 +28,16 @@ enum Task {
     Test,
     /// Validate every manifest under deploy/ offline against the Kubernetes schemas.
     ValidateManifests,
+    /// The seed article on this machine (root): two nodes, an agent on each, every policy step
+    /// with its connectivity matrix; exits non-zero when a connection misbehaves.
+    Demo {
+        /// Leave the topology and agents running for exploration.
+        #[arg(long, conflicts_with = "clean")]
+        keep: bool,
+        /// Only remove what earlier `--keep` runs (or crashed tests) left behind.
+        #[arg(long)]
+        clean: bool,
+    },
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -43,6 +54,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
+        Task::Demo { keep, clean } => demo::run(&root, keep, clean),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.
     match result {
