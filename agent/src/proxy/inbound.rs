@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use super::{
     Proxy,
     forward::{forward, reset},
+    splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
 };
@@ -178,7 +179,7 @@ async fn pass_through(
     proxy: &Proxy,
 ) {
     let dst = info.destination.original.expect("set above");
-    let mut app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
+    let app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
         Ok(app) => app,
         Err(e) => {
             return refuse(
@@ -191,8 +192,8 @@ async fn pass_through(
         }
     };
     let mut conn = proxy.telemetry.open(info);
-    let mut down = conn.count(downstream);
-    if let Err(e) = forward(&mut down, &mut app).await {
+    let down = conn.count(downstream);
+    if let Err(e) = splice_bidirectional(&down, &app).await {
         conn.set_error(&e);
     }
 }

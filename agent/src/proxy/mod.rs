@@ -6,6 +6,7 @@ mod inbound;
 pub mod listeners;
 mod outbound;
 mod route;
+mod splice;
 mod upstream;
 
 use std::{

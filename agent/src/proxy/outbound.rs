@@ -12,6 +12,7 @@ use super::{
     client_tls::{Upstream, secure},
     forward::{forward, reset},
     route::Route,
+    splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
 };
@@ -182,10 +183,10 @@ fn describe(info: &mut ConnectionInfo, route: &Route) {
 
 async fn relay(downstream: TcpStream, upstream: Upstream, mut info: ConnectionInfo, proxy: &Proxy) {
     let result = match upstream {
-        Upstream::Plain(mut tcp) => {
+        Upstream::Plain(tcp) => {
             let mut conn = proxy.telemetry.open(info);
-            let mut down = conn.count(downstream);
-            let r = forward(&mut down, &mut tcp).await;
+            let down = conn.count(downstream);
+            let r = splice_bidirectional(&down, &tcp).await;
             record(&mut conn, r)
         }
         Upstream::Mesh(mut tls, peer) => {
