@@ -136,9 +136,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mount = cgroup::cgroup2_mount()?;
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
     let readiness = Arc::new(Readiness::default());
+    let cgroup_root_level = cgroup_root
+        .strip_prefix(&mount)
+        .map_or(0, |p| p.components().count() as u32);
     let capture = Arc::new(Capture::load(&CaptureConfig {
         pin_dir: args.pin_dir.clone(),
         cgroup_root,
+        cgroup_root_level,
         exclude_outbound_ports: args.exclude_outbound_ports.clone(),
         exclude_inbound_ports: args.exclude_inbound_ports.clone(),
     })?);
