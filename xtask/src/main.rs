@@ -1,5 +1,6 @@
 //! Developer tasks for the sockmesh workspace, run as `cargo xtask <task>` (alias in
 //! .cargo/config.toml). One module per task; `cmd` runs external commands.
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -38,6 +39,10 @@ enum Task {
         #[arg(long)]
         clean: bool,
     },
+    /// Benchmark pod to pod: direct, sockmesh DISABLE and ISTIO_MUTUAL, and a reference HAProxy
+    /// pair (mTLS and plain), interleaved per round; writes docs/performance.md and its plot.
+    /// Needs root.
+    Bench(bench::BenchArgs),
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
         Task::Demo { keep, clean } => demo::run(&root, keep, clean),
+        Task::Bench(args) => bench::run(&root, args),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.
     match result {

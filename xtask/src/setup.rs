@@ -206,7 +206,7 @@ fn is_installed(package: &str) -> bool {
         .is_ok_and(|status| status.trim() == "installed")
 }
 
-fn debian_packages() -> Result<String> {
+pub fn debian_packages() -> Result<String> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .filter(|alternatives| !alternatives.iter().any(|package| is_installed(package)))

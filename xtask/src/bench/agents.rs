@@ -1,0 +1,131 @@
+//! One sockmesh agent per node for a block of runs: started before it, stopped and uninstalled
+//! after it, so the other configurations run with no BPF program attached and no proxy running.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use testbed::{Node, Process};
+
+use crate::cmd::Cmd;
+
+const READY: &str = "agent ready";
+const ENROLLED: &str = "pod enrolled";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running agent and what it needs to be measured and removed.
+pub struct RunningAgent {
+    process: Option<Process>,
+    pin_dir: PathBuf,
+    binary: PathBuf,
+    pub metrics: SocketAddr,
+}
+
+impl RunningAgent {
+    /// Starts `sockmesh run` for `node` like the test bed's agents (own cgroup, pins, loopback
+    /// ports, the bed's shared CA), but with info logging and no access log: the benchmark
+    /// measures forwarding, not log writing. Waits until its first reconcile is done.
+    pub fn start(binary: &Path, node: &Node, config: &Path, extra: &[String]) -> Result<Self> {
+        let local = |k| -> Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], node.local_port(k)?)))
+        };
+        let metrics = local(1)?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--node-name", node.name()])
+            .arg("--cgroup-root")
+            .arg(node.cgroup().path())
+            .arg("--pin-dir")
+            .arg(node.pin_dir())
+            .arg("--ca-dir")
+            .arg(ca_dir(node))
+            .args(["--admin-addr", &local(0)?.to_string()])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--readiness-addr", &local(2)?.to_string()])
+            .args(["--access-log", "off"])
+            // Blocks end with no connection open: nothing to drain on SIGTERM.
+            .args(["--drain-timeout", "1s"])
+            .args(extra)
+            .env("RUST_LOG", "sockmesh_agent=info")
+            .env("RUST_BACKTRACE", "0");
+        let mut process = node.spawn_agent(cmd)?;
+        process
+            .wait_for_log(READY, START_TIMEOUT)
+            .with_context(|| format!("agent of node {} did not start", node.name()))?;
+        Ok(RunningAgent {
+            process: Some(process),
+            pin_dir: node.pin_dir().to_owned(),
+            binary: binary.to_owned(),
+            metrics,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, Process::pid)
+    }
+
+    pub fn log(&self) -> String {
+        self.process.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    /// Waits until the agent has logged `count` enrollments.
+    pub fn wait_enrolled(&self, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.log().matches(ENROLLED).count();
+            if seen >= count {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {seen} of {count} pods enrolled after {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The Prometheus scrape, read from the root netns where the agent listens.
+    pub fn scrape(&self) -> Result<String> {
+        Cmd::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{}/metrics", self.metrics))
+            .read()
+    }
+
+    /// SIGTERM, then `sockmesh uninstall`: the pinned links go, so no program stays attached.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(process) = self.process.take() {
+            process.stop(Duration::from_secs(10))?;
+        }
+        if self.pin_dir.exists() {
+            Cmd::new(&self.binary)
+                .arg("uninstall")
+                .arg("--pin-dir")
+                .arg(&self.pin_dir)
+                .read()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            eprintln!("bench: stopping the agent failed: {error:#}");
+        }
+    }
+}
+
+/// The mesh CA directory every agent of the bed shares; sockmesh creates it on first start.
+pub fn ca_dir(node: &Node) -> PathBuf {
+    node.bed_workdir().join("ca")
+}
