@@ -20,7 +20,7 @@ use crate::{
     metrics::{Metrics, ReloadResult},
     netns,
     node_view::NodeView,
-    policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot},
+    policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
     workload::{Enroller, PodSpec, config_pods},
 };
@@ -82,39 +82,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s")]
     pub drain_timeout: humantime::Duration,
     #[command(flatten)]
-    pub mesh: MeshFlags,
+    pub mesh: MeshArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
     pub access_log: AccessLogArgs,
-}
-
-/// Settings Istio keeps in meshConfig.
-#[derive(Debug, clap::Args)]
-pub struct MeshFlags {
-    /// Namespace whose PeerAuthentication/DestinationRule apply mesh-wide.
-    #[arg(long, default_value = "istio-system")]
-    pub root_namespace: String,
-    /// Trust domain of SPIFFE identities.
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// DNS suffix of Service FQDNs.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// Turn auto mTLS off (plaintext unless a DestinationRule says otherwise).
-    #[arg(long)]
-    pub no_auto_mtls: bool,
-}
-
-impl MeshFlags {
-    pub fn settings(&self) -> MeshSettings {
-        MeshSettings {
-            root_namespace: self.root_namespace.clone(),
-            trust_domain: self.trust_domain.clone(),
-            auto_mtls: !self.no_auto_mtls,
-            cluster_domain: self.cluster_domain.clone(),
-        }
-    }
 }
 
 /// Kubernetes discovery settings (with `--kubernetes`).

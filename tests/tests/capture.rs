@@ -139,8 +139,8 @@ fn a_container_started_after_enrollment_is_captured_from_its_first_connect() -> 
     let server = n2.pod("test3", "httpbin")?;
     let _srv = server.serve_echo(8000)?;
     let mut agent = start(&n1, &bed)?;
-    let needle = format!("outbound captured pod=test1/sleep client=");
-    let before = agent.log().matches(&needle).count();
+    let needle = "outbound captured pod=test1/sleep client=";
+    let before = agent.log().matches(needle).count();
 
     // A new container cgroup, and at once a process in it connecting: no time for the agent to
     // notice the cgroup. connect4 finds the enrolled pod cgroup among the caller's ancestors.

@@ -8,7 +8,8 @@ use tracing::{debug, warn};
 
 use super::{
     Proxy,
-    forward::{forward, reset},
+    accept::{accept_loop, refuse},
+    forward::forward,
     splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
@@ -21,32 +22,17 @@ use crate::{
     workload::EnrolledPod,
 };
 
+/// Serves the pod's listener until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (pod, proxy) = (pod.clone(), proxy.clone());
-                let in_flight = proxy.track();
-                tokio::spawn(async move {
-                    handle(stream, peer, &pod, &proxy).await;
-                    drop(in_flight);
-                });
-            }
-            Err(e) => warn!(pod = %pod.spec.key(), error = %e, "inbound accept failed"),
-        }
-    }
-}
-
-fn refuse(
-    proxy: &Proxy,
-    downstream: &TcpStream,
-    info: ConnectionInfo,
-    reason: RefusalReason,
-    error: impl std::fmt::Display,
-) {
-    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "inbound refused");
-    reset(downstream);
-    proxy.telemetry.refuse(info, reason, error);
+    accept_loop(
+        listener,
+        pod,
+        proxy,
+        |stream, peer, pod, proxy| async move {
+            handle(stream, peer, &pod, &proxy).await;
+        },
+    )
+    .await;
 }
 
 async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {

@@ -1,5 +1,6 @@
 //! The shared node proxy: per-pod listeners inside each pod's network namespace, outbound and
 //! inbound connection handling, and byte forwarding.
+mod accept;
 mod client_tls;
 mod forward;
 mod inbound;

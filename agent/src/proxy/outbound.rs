@@ -5,12 +5,13 @@ use std::{net::SocketAddr, sync::Arc};
 
 use sockmesh_common::ConnKey;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     Proxy,
+    accept::{accept_loop, refuse},
     client_tls::{Upstream, secure},
-    forward::{forward, reset},
+    forward::forward,
     route::Route,
     splice::splice_bidirectional,
     upstream::connect_in,
@@ -24,33 +25,17 @@ use crate::{
 };
 
 /// Accepts the pod's redirected connections until the task is aborted (pod unenrolled).
+/// Serves the pod's listener until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (pod, proxy) = (pod.clone(), proxy.clone());
-                let in_flight = proxy.track();
-                tokio::spawn(async move {
-                    handle(stream, peer, &pod, &proxy).await;
-                    drop(in_flight);
-                });
-            }
-            Err(e) => warn!(pod = %pod.spec.key(), error = %e, "outbound accept failed"),
-        }
-    }
-}
-
-/// Refuses the connection: the client sees a reset; metrics and the access log say why.
-fn refuse(
-    proxy: &Proxy,
-    downstream: &TcpStream,
-    info: ConnectionInfo,
-    reason: RefusalReason,
-    error: impl std::fmt::Display,
-) {
-    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "outbound refused");
-    reset(downstream);
-    proxy.telemetry.refuse(info, reason, error);
+    accept_loop(
+        listener,
+        pod,
+        proxy,
+        |stream, peer, pod, proxy| async move {
+            handle(stream, peer, &pod, &proxy).await;
+        },
+    )
+    .await;
 }
 
 async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {
