@@ -233,8 +233,9 @@ impl Seed {
             while reloads(agent) <= before {
                 if Instant::now() > deadline {
                     bail!(
-                        "agent on {} did not reload {POLICY_FILE} within {RELOAD_TIMEOUT:?}",
-                        agent.node().name()
+                        "agent on {} did not reload {POLICY_FILE} within {RELOAD_TIMEOUT:?}; its log:\n{}",
+                        agent.node().name(),
+                        agent.log()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(50));
