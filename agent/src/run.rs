@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
     #[arg(long, default_value = "1s")]
     pub detect_timeout: humantime::Duration,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// On SIGTERM, how long open connections may take to finish before the agent exits.
     #[arg(long, default_value = "30s")]
     pub drain_timeout: humantime::Duration,
