@@ -2,11 +2,15 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use sockmesh_common::{DIRECTION_OUTBOUND, OrigDst, is_loopback, is_v4_mapped, stat, v4_mapped};
+use sockmesh_common::{
+    DIRECTION_OUTBOUND, OrigDst, Workload, is_loopback, is_v4_mapped, stat, v4_mapped,
+};
 
 use crate::{
     addr::{ctx_read, from_ip4, from_ip6, to_ip6_words},
@@ -73,6 +77,41 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
+/// Level of the agent's `--cgroup-root` in the cgroup2 hierarchy (the root cgroup is level 0),
+/// set by the agent when it loads the programs.
+#[unsafe(no_mangle)]
+static CGROUP_ROOT_LEVEL: u32 = 0;
+
+/// How many levels below the cgroup root a pod's cgroup may sit (kubepods/<qos>/pod<uid>).
+const MAX_POD_DEPTH: u32 = 4;
+
+/// The enrolled workload of the calling task: its own cgroup, or else the nearest enrolled
+/// ancestor below the cgroup root. The fallback makes a container cgroup created under an
+/// enrolled pod captured from its first connect, before the agent has seen the new cgroup.
+#[inline(always)]
+fn current_workload() -> Option<(*const Workload, u64)> {
+    // SAFETY: helper available to cgroup_sock_addr programs.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(w) = WORKLOADS.get_ptr(own) {
+        return Some((w, own));
+    }
+    // SAFETY: reading a global the loader may have overridden; volatile so it is not folded.
+    let root = unsafe { core::ptr::read_volatile(&raw const CGROUP_ROOT_LEVEL) };
+    let mut depth = MAX_POD_DEPTH;
+    while depth > 0 {
+        // SAFETY: helper available to cgroup_sock_addr programs; 0 means "no such level".
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id((root + depth) as i32) };
+        if id != 0
+            && id != own
+            && let Some(w) = WORKLOADS.get_ptr(id)
+        {
+            return Some((w, id));
+        }
+        depth -= 1;
+    }
+    None
+}
+
 /// Decides whether this connect is captured; if so records the original destination and returns
 /// the outbound listener port of the caller's pod.
 #[inline(always)]
@@ -82,9 +121,7 @@ fn redirect_target(
     port_nbo: u32,
     family: u16,
 ) -> Option<u16> {
-    // SAFETY: helper available to cgroup_sock_addr programs.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let workload = WORKLOADS.get_ptr(cgroup_id)?;
+    let (workload, cgroup_id) = current_workload()?;
     let port = u16::from_be(port_nbo as u16);
     if is_loopback(&dst) || port_excluded(port, DIRECTION_OUTBOUND) {
         count(stat::CONNECT_PASSED);

@@ -20,7 +20,7 @@ use crate::{
     metrics::{Metrics, ReloadResult},
     netns,
     node_view::NodeView,
-    policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot},
+    policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
     workload::{Enroller, PodSpec, config_pods},
 };
@@ -78,43 +78,18 @@ pub struct RunArgs {
     /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
     #[arg(long, default_value = "1s")]
     pub detect_timeout: humantime::Duration,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// On SIGTERM, how long open connections may take to finish before the agent exits.
     #[arg(long, default_value = "30s")]
     pub drain_timeout: humantime::Duration,
     #[command(flatten)]
-    pub mesh: MeshFlags,
+    pub mesh: MeshArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
     pub access_log: AccessLogArgs,
-}
-
-/// Settings Istio keeps in meshConfig.
-#[derive(Debug, clap::Args)]
-pub struct MeshFlags {
-    /// Namespace whose PeerAuthentication/DestinationRule apply mesh-wide.
-    #[arg(long, default_value = "istio-system")]
-    pub root_namespace: String,
-    /// Trust domain of SPIFFE identities.
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// DNS suffix of Service FQDNs.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// Turn auto mTLS off (plaintext unless a DestinationRule says otherwise).
-    #[arg(long)]
-    pub no_auto_mtls: bool,
-}
-
-impl MeshFlags {
-    pub fn settings(&self) -> MeshSettings {
-        MeshSettings {
-            root_namespace: self.root_namespace.clone(),
-            trust_domain: self.trust_domain.clone(),
-            auto_mtls: !self.no_auto_mtls,
-            cluster_domain: self.cluster_domain.clone(),
-        }
-    }
 }
 
 /// Kubernetes discovery settings (with `--kubernetes`).
@@ -136,9 +111,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mount = cgroup::cgroup2_mount()?;
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
     let readiness = Arc::new(Readiness::default());
+    let cgroup_root_level = cgroup_root
+        .strip_prefix(&mount)
+        .map_or(0, |p| p.components().count() as u32);
     let capture = Arc::new(Capture::load(&CaptureConfig {
         pin_dir: args.pin_dir.clone(),
         cgroup_root,
+        cgroup_root_level,
         exclude_outbound_ports: args.exclude_outbound_ports.clone(),
         exclude_inbound_ports: args.exclude_inbound_ports.clone(),
     })?);
@@ -208,7 +187,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         certs,
         config,
     };
-    enroll_until_shutdown(&mut enroller, pods, &health).await
+    enroll_until_shutdown(&mut enroller, pods, &health).await?;
+    drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
+    Ok(())
+}
+
+/// Stops accepting (a newer agent's listeners take the queued and new connections), then waits for
+/// accepted connections to finish, up to `grace`. Pinned programs and maps stay for the next agent.
+async fn drain(enroller: &mut Enroller, proxy: &Proxy, grace: Duration) {
+    enroller.stop_accepting();
+    info!(open = proxy.in_flight(), grace = ?grace, "draining; pinned capture stays in place for the next agent");
+    let deadline = tokio::time::Instant::now() + grace;
+    while proxy.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    info!(left_open = proxy.in_flight(), "drained");
 }
 
 fn file_source(path: &Path, settings: MeshSettings) -> anyhow::Result<ConfigHandle> {

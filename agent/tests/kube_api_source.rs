@@ -258,7 +258,11 @@ async fn node_pods_follow_the_api_and_new_container_cgroups() {
     let specs = pods.borrow_and_update().clone();
     assert_eq!(specs.len(), 1, "only the client pod has cgroups: {specs:?}");
     assert_eq!(specs[0].key(), "app/client-6b7d9c5f4-x2x9q");
-    assert_eq!(specs[0].cgroups.len(), 1);
+    assert_eq!(
+        specs[0].cgroups.len(),
+        2,
+        "the pod cgroup and its container"
+    );
 
     fs::create_dir(pod_dir.join(format!("cri-containerd-{}.scope", "a".repeat(64)))).unwrap();
     tokio::time::timeout(Duration::from_secs(2), pods.changed())
@@ -266,7 +270,7 @@ async fn node_pods_follow_the_api_and_new_container_cgroups() {
         .expect("new container cgroup reported")
         .unwrap();
     let specs = pods.borrow_and_update().clone();
-    assert_eq!(specs[0].cgroups.len(), 2);
+    assert_eq!(specs[0].cgroups.len(), 3);
     assert_eq!(
         specs[0].ips,
         ["10.244.1.12".parse::<std::net::IpAddr>().unwrap()]

@@ -28,6 +28,7 @@ mod netns;
 mod node;
 mod pod;
 mod process;
+pub mod seed;
 mod tool;
 mod yaml;
 

@@ -128,6 +128,44 @@ fn inbound_is_steered_on_any_port_with_the_original_destination() -> Result<()> 
 }
 
 #[test]
+fn a_container_started_after_enrollment_is_captured_from_its_first_connect() -> Result<()> {
+    if !testbed::require_root() {
+        return Ok(());
+    }
+    let bed = TestBed::new("cap-late")?;
+    let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
+    mesh(&bed, "test1");
+    let sleep = n1.pod("test1", "sleep")?;
+    let server = n2.pod("test3", "httpbin")?;
+    let _srv = server.serve_echo(8000)?;
+    let mut agent = start(&n1, &bed)?;
+    let needle = "outbound captured pod=test1/sleep client=";
+    let before = agent.log().matches(needle).count();
+
+    // A new container cgroup, and at once a process in it connecting: no time for the agent to
+    // notice the cgroup. connect4 finds the enrolled pod cgroup among the caller's ancestors.
+    let late = sleep.add_container("late")?;
+    let mut connect = std::process::Command::new(testbed::pod_tool()?);
+    connect.args(["connect", &server.v4(8000).to_string(), "first"]);
+    let out = late.run(connect)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_for_log(
+        &format!("orig_dst={}", server.v4(8000)),
+        Duration::from_secs(5),
+    )?;
+    assert_eq!(
+        agent.log().matches(&needle).count(),
+        before + 1,
+        "first connect captured"
+    );
+    Ok(())
+}
+
+#[test]
 fn unenrolling_a_pod_restores_direct_traffic() -> Result<()> {
     if !testbed::require_root() {
         return Ok(());

@@ -2,6 +2,7 @@
 //! .cargo/config.toml). One module per task; `cmd` runs external commands.
 mod bench;
 mod cmd;
+mod demo;
 mod setup;
 mod test;
 mod validate;
@@ -28,6 +29,16 @@ enum Task {
     Test,
     /// Validate every manifest under deploy/ offline against the Kubernetes schemas.
     ValidateManifests,
+    /// The seed article on this machine (root): two nodes, an agent on each, every policy step
+    /// with its connectivity matrix; exits non-zero when a connection misbehaves.
+    Demo {
+        /// Leave the topology and agents running for exploration.
+        #[arg(long, conflicts_with = "clean")]
+        keep: bool,
+        /// Only remove what earlier `--keep` runs (or crashed tests) left behind.
+        #[arg(long)]
+        clean: bool,
+    },
     /// Benchmark pod to pod: direct, sockmesh DISABLE and ISTIO_MUTUAL, and a reference HAProxy
     /// pair (mTLS and plain), interleaved per round; writes docs/performance.md and its plot.
     /// Needs root.
@@ -48,6 +59,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
+        Task::Demo { keep, clean } => demo::run(&root, keep, clean),
         Task::Bench(args) => bench::run(&root, args),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.

@@ -29,6 +29,9 @@ pub struct CaptureConfig {
     pub pin_dir: PathBuf,
     /// Absolute path of the cgroup the connect/sock_ops programs attach to.
     pub cgroup_root: PathBuf,
+    /// Its level in the cgroup2 hierarchy (root = 0): connect4/6 look for enrolled pod cgroups
+    /// among the caller's ancestors below it.
+    pub cgroup_root_level: u32,
     pub exclude_outbound_ports: Vec<u16>,
     pub exclude_inbound_ports: Vec<u16>,
 }
@@ -66,6 +69,7 @@ impl Capture {
         fs::create_dir_all(layout.links())
             .with_context(|| format!("creating pin directory {}", layout.links().display()))?;
         let mut loader = EbpfLoader::new();
+        loader.override_global("CGROUP_ROOT_LEVEL", &config.cgroup_root_level, true);
         for name in PINNED_MAPS {
             loader.map_pin_path(name, layout.map(name));
         }

@@ -35,6 +35,20 @@ impl<S> Counted<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Counts bytes read from the source that bypassed `poll_read` (zero-copy forwarding).
+    pub fn add_received(&self, n: u64) {
+        self.bytes.received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts bytes written to the source that bypassed `poll_write` (zero-copy forwarding).
+    pub fn add_sent(&self, n: u64) {
+        self.bytes.sent.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {

@@ -111,7 +111,11 @@ fn spec(p: PodFacts, layout: &Layout) -> Option<PodSpec> {
             .service_account_name
             .unwrap_or_else(|| "default".into()),
         ips,
-        cgroups: cgroups.containers.into_iter().map(|c| c.path).collect(),
+        // The pod cgroup too: connect4/6 match a container cgroup the agent has not seen yet on
+        // its enrolled pod cgroup, so a container that starts later is captured at once.
+        cgroups: std::iter::once(cgroups.dir.clone())
+            .chain(cgroups.containers.into_iter().map(|c| c.path))
+            .collect(),
         netns,
     })
 }
@@ -193,9 +197,8 @@ mod tests {
             ]
         );
         assert_eq!(web.netns, PathBuf::from(format!("/proc/{me}/ns/net")));
-        let want = Driver::Systemd
-            .pod_dir(&uid(1), Qos::Burstable)
-            .join(format!("cri-containerd-{}.scope", "a".repeat(64)));
-        assert_eq!(web.cgroups, [want]);
+        let pod_dir = Driver::Systemd.pod_dir(&uid(1), Qos::Burstable);
+        let container = pod_dir.join(format!("cri-containerd-{}.scope", "a".repeat(64)));
+        assert_eq!(web.cgroups, [pod_dir, container]);
     }
 }

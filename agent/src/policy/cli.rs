@@ -18,6 +18,13 @@ pub struct ConfigArgs {
     /// Configuration file or directory (YAML as `kubectl get -o yaml` prints it).
     #[arg(long, env = "SOCKMESH_CONFIG")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Settings Istio keeps in meshConfig, as flags shared by `run` and the query commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MeshArgs {
     /// Namespace whose policies apply mesh-wide.
     #[arg(long, default_value = "istio-system")]
     pub root_namespace: String,
@@ -27,12 +34,13 @@ pub struct ConfigArgs {
     /// Cluster DNS domain of Service FQDNs.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// Use mTLS towards mesh endpoints when no DestinationRule sets TLS.
+    /// Use mTLS towards mesh endpoints when no DestinationRule sets TLS (`--auto-mtls false`
+    /// turns it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_mtls: bool,
 }
 
-impl ConfigArgs {
+impl MeshArgs {
     pub fn settings(&self) -> MeshSettings {
         MeshSettings {
             root_namespace: self.root_namespace.clone(),
@@ -40,6 +48,12 @@ impl ConfigArgs {
             auto_mtls: self.auto_mtls,
             cluster_domain: self.cluster_domain.clone(),
         }
+    }
+}
+
+impl ConfigArgs {
+    pub fn settings(&self) -> MeshSettings {
+        self.mesh.settings()
     }
 
     /// Loads the configuration; parse errors are fatal for the query commands.

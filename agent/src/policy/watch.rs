@@ -93,7 +93,9 @@ pub struct FileSource {
 }
 
 /// Files with their modification time and size: a change in any means reload.
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// Path, modification time, size and inode of every file: an atomic replace (rename) changes the
+/// inode even when a same-sized rewrite lands within the filesystem's timestamp granularity.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64, u64)>;
 
 impl FileSource {
     /// Loads `path`; fails when the initial configuration has errors (there is no last good one).
@@ -158,7 +160,10 @@ fn fingerprint(path: &Path) -> Fingerprint {
         .map(|f| {
             let meta = std::fs::metadata(&f).ok();
             let mtime = meta.as_ref().and_then(|m| m.modified().ok());
-            (f, mtime, meta.map_or(0, |m| m.len()))
+            let (len, ino) = meta.map_or((0, 0), |m| {
+                (m.len(), std::os::unix::fs::MetadataExt::ino(&m))
+            });
+            (f, mtime, len, ino)
         })
         .collect()
 }

@@ -66,6 +66,7 @@ pub async fn secure(
             TlsMode::IstioMutual => {
                 let (tls, peer) =
                     mesh::connect(source.client_config(), sni, &route.expected, tcp).await?;
+                tracing::debug!(endpoint = %route.endpoint, kind = ?tls.get_ref().1.handshake_kind(), "mesh handshake");
                 Ok(Upstream::Mesh(Box::new(tls), peer))
             }
             TlsMode::Simple | TlsMode::Mutual => {

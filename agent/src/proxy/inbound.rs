@@ -8,7 +8,9 @@ use tracing::{debug, warn};
 
 use super::{
     Proxy,
-    forward::{forward, reset},
+    accept::{accept_loop, refuse},
+    forward::forward,
+    splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
 };
@@ -20,28 +22,17 @@ use crate::{
     workload::EnrolledPod,
 };
 
+/// Serves the pod's listener until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (pod, proxy) = (pod.clone(), proxy.clone());
-                tokio::spawn(async move { handle(stream, peer, &pod, &proxy).await });
-            }
-            Err(e) => warn!(pod = %pod.spec.key(), error = %e, "inbound accept failed"),
-        }
-    }
-}
-
-fn refuse(
-    proxy: &Proxy,
-    downstream: &TcpStream,
-    info: ConnectionInfo,
-    reason: RefusalReason,
-    error: impl std::fmt::Display,
-) {
-    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "inbound refused");
-    reset(downstream);
-    proxy.telemetry.refuse(info, reason, error);
+    accept_loop(
+        listener,
+        pod,
+        proxy,
+        |stream, peer, pod, proxy| async move {
+            handle(stream, peer, &pod, &proxy).await;
+        },
+    )
+    .await;
 }
 
 async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {
@@ -174,7 +165,7 @@ async fn pass_through(
     proxy: &Proxy,
 ) {
     let dst = info.destination.original.expect("set above");
-    let mut app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
+    let app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
         Ok(app) => app,
         Err(e) => {
             return refuse(
@@ -187,8 +178,8 @@ async fn pass_through(
         }
     };
     let mut conn = proxy.telemetry.open(info);
-    let mut down = conn.count(downstream);
-    if let Err(e) = forward(&mut down, &mut app).await {
+    let down = conn.count(downstream);
+    if let Err(e) = splice_bidirectional(&down, &app).await {
         conn.set_error(&e);
     }
 }

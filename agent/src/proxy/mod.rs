@@ -1,14 +1,22 @@
 //! The shared node proxy: per-pod listeners inside each pod's network namespace, outbound and
 //! inbound connection handling, and byte forwarding.
+mod accept;
 mod client_tls;
 mod forward;
 mod inbound;
 pub mod listeners;
 mod outbound;
 mod route;
+mod splice;
 mod upstream;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     capture::Capture,
@@ -33,6 +41,8 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     pub trust_domain: String,
     balancer: route::Balancer,
+    /// Connections accepted and not yet finished, whatever their phase: what a drain waits for.
+    in_flight: AtomicUsize,
 }
 
 /// Time limits of one connection's set-up phases.
@@ -63,7 +73,28 @@ impl Proxy {
             timeouts,
             trust_domain,
             balancer: route::Balancer::default(),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Connections accepted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Counts one accepted connection until the returned guard drops.
+    fn track(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// One accepted connection, counted in [`Proxy::in_flight`] while it lives.
+struct InFlight(Arc<Proxy>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -5,13 +5,15 @@ use std::{net::SocketAddr, sync::Arc};
 
 use sockmesh_common::ConnKey;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     Proxy,
+    accept::{accept_loop, refuse},
     client_tls::{Upstream, secure},
-    forward::{forward, reset},
+    forward::forward,
     route::Route,
+    splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
 };
@@ -23,29 +25,17 @@ use crate::{
 };
 
 /// Accepts the pod's redirected connections until the task is aborted (pod unenrolled).
+/// Serves the pod's listener until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<EnrolledPod>, proxy: Arc<Proxy>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (pod, proxy) = (pod.clone(), proxy.clone());
-                tokio::spawn(async move { handle(stream, peer, &pod, &proxy).await });
-            }
-            Err(e) => warn!(pod = %pod.spec.key(), error = %e, "outbound accept failed"),
-        }
-    }
-}
-
-/// Refuses the connection: the client sees a reset; metrics and the access log say why.
-fn refuse(
-    proxy: &Proxy,
-    downstream: &TcpStream,
-    info: ConnectionInfo,
-    reason: RefusalReason,
-    error: impl std::fmt::Display,
-) {
-    warn!(src = %info.source.addr, dst = ?info.destination.original, reason = reason.as_str(), %error, "outbound refused");
-    reset(downstream);
-    proxy.telemetry.refuse(info, reason, error);
+    accept_loop(
+        listener,
+        pod,
+        proxy,
+        |stream, peer, pod, proxy| async move {
+            handle(stream, peer, &pod, &proxy).await;
+        },
+    )
+    .await;
 }
 
 async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, proxy: &Proxy) {
@@ -178,10 +168,10 @@ fn describe(info: &mut ConnectionInfo, route: &Route) {
 
 async fn relay(downstream: TcpStream, upstream: Upstream, mut info: ConnectionInfo, proxy: &Proxy) {
     let result = match upstream {
-        Upstream::Plain(mut tcp) => {
+        Upstream::Plain(tcp) => {
             let mut conn = proxy.telemetry.open(info);
-            let mut down = conn.count(downstream);
-            let r = forward(&mut down, &mut tcp).await;
+            let down = conn.count(downstream);
+            let r = splice_bidirectional(&down, &tcp).await;
             record(&mut conn, r)
         }
         Upstream::Mesh(mut tls, peer) => {

@@ -9,6 +9,10 @@
 //! pod-tool connect-many ADDR N [--msg M] [--timeout SECS]
 //!                                                    N connections open at once, then one exchange
 //!                                                    each; prints {"ok":n,"failed":{KIND:count}}
+//! pod-tool hold ADDR SECS [--interval SECS] [--timeout SECS]
+//!                                                    one connection kept open for SECS, an exchange
+//!                                                    every interval; prints "connected" once open,
+//!                                                    then {"ok":exchanges} or {"error",...} (exit 1)
 //! pod-tool sleep [SECS]                              does nothing (default: forever)
 //! ```
 
@@ -23,7 +27,7 @@ use std::time::Duration;
 use serde_json::json;
 use socket2::{Domain, Protocol, Socket, Type};
 
-const USAGE: &str = "usage: pod-tool serve PORT [--only v4|v6] [--name NAME] | connect ADDR MSG [--timeout SECS] | connect-many ADDR N [--msg M] [--timeout SECS] | sleep [SECS]";
+const USAGE: &str = "usage: pod-tool serve PORT [--only v4|v6] [--name NAME] | connect ADDR MSG [--timeout SECS] | connect-many ADDR N [--msg M] [--timeout SECS] | hold ADDR SECS [--interval SECS] [--timeout SECS] | sleep [SECS]";
 /// Many connections each get a thread; small stacks keep 1,000 of them cheap.
 const STACK: usize = 64 * 1024;
 
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("connect") => connect(&args[1..]),
         Some("connect-many") => connect_many(&args[1..]),
+        Some("hold") => hold(&args[1..]),
         Some("sleep") => sleep(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
@@ -241,6 +246,52 @@ fn connect_many(args: &[String]) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn hold(args: &[String]) -> Result<ExitCode, String> {
+    let args = parse(args)?;
+    let addr: SocketAddr = args.pos(0, "ADDR")?;
+    let secs: f64 = args.pos(1, "SECS")?;
+    let interval: f64 = match args.options.get("interval") {
+        Some(i) => i.parse().map_err(|_| format!("bad --interval: {i}"))?,
+        None => 0.2,
+    };
+    let timeout = args.timeout()?;
+    let mut exchanges = 0u64;
+    let result = (|| -> io::Result<()> {
+        let conn = TcpStream::connect_timeout(&addr, timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        let mut writer = conn.try_clone()?;
+        let mut reader = BufReader::new(conn);
+        println!("connected");
+        io::stdout().flush()?;
+        let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+        while std::time::Instant::now() < end {
+            let msg = format!("hold-{exchanges}");
+            writeln!(writer, "{msg}")?;
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if !line.contains(&format!("\"{msg}\"")) {
+                return Err(io::Error::other(format!("echo of {msg} was {line:?}")));
+            }
+            exchanges += 1;
+            thread::sleep(Duration::from_secs_f64(interval));
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            println!("{}", json!({"ok": exchanges}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let failure = json!({"error": kind(&e), "detail": e.to_string(), "ok": exchanges});
+            println!("{failure}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn sleep(args: &[String]) -> Result<ExitCode, String> {

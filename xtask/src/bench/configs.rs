@@ -14,7 +14,7 @@ use super::workloads::Targets;
 pub enum Config {
     /// The same pods with no agent running: the baseline of every ratio.
     Direct,
-    /// Both agents, plaintext between them (`--no-auto-mtls`).
+    /// Both agents, plaintext between them (`--auto-mtls false`).
     SockmeshDisable,
     /// Both agents, default auto mTLS (ISTIO_MUTUAL) between the two in-mesh pods.
     SockmeshMtls,
@@ -68,7 +68,7 @@ impl Proxies {
             Config::SockmeshDisable | Config::SockmeshMtls => {
                 let mut flags = setup.agent_flags.to_vec();
                 if config == Config::SockmeshDisable {
-                    flags.push("--no-auto-mtls".to_owned());
+                    flags.extend(["--auto-mtls".to_owned(), "false".to_owned()]);
                 }
                 let config_dir = topology.config_dir();
                 let [n1, n2] = &topology.nodes;
