@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Cgroup (relative to the cgroup2 mount, or absolute) the capture programs attach to.
     #[arg(long)]
     pub cgroup_root: PathBuf,
+    /// Where the host's cgroup2 hierarchy is mounted (default: found in /proc/self/mountinfo). In
+    /// a container, the host's hierarchy mounted from the host.
+    #[arg(long)]
+    pub cgroup2_mount: Option<PathBuf>,
     /// bpffs directory for this agent's pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/sockmesh")]
     pub pin_dir: PathBuf,
@@ -108,7 +112,10 @@ pub struct KubeFlags {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     netns::init_home()?;
     crate::bpffs::ensure(&args.pin_dir)?;
-    let mount = cgroup::cgroup2_mount()?;
+    let mount = match &args.cgroup2_mount {
+        Some(m) => m.clone(),
+        None => cgroup::cgroup2_mount()?,
+    };
     let cgroup_root = cgroup::resolve(&mount, &args.cgroup_root).context("--cgroup-root")?;
     let readiness = Arc::new(Readiness::default());
     let cgroup_root_level = cgroup_root

@@ -5,7 +5,10 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::route::Route;
+use super::{
+    buffered::{BufferedTcp, buffered},
+    route::Route,
+};
 use crate::{
     identity::{SpiffeId, WorkloadIdentity},
     policy::{TlsMode, decision::CertSource},
@@ -20,9 +23,9 @@ pub enum Upstream {
     /// DISABLE: the application's bytes as they are.
     Plain(TcpStream),
     /// ISTIO_MUTUAL: mesh mTLS with the source workload's identity; the server's verified identity.
-    Mesh(Box<TlsStream<TcpStream>>, SpiffeId),
+    Mesh(Box<TlsStream<BufferedTcp>>, SpiffeId),
     /// SIMPLE or MUTUAL origination with the rule's certificates.
-    Originated(Box<TlsStream<TcpStream>>),
+    Originated(Box<TlsStream<BufferedTcp>>),
 }
 
 /// Why the upstream TLS set-up failed; the connection is refused.
@@ -65,14 +68,15 @@ pub async fn secure(
             TlsMode::Disable => Ok(Upstream::Plain(tcp)),
             TlsMode::IstioMutual => {
                 let (tls, peer) =
-                    mesh::connect(source.client_config(), sni, &route.expected, tcp).await?;
+                    mesh::connect(source.client_config(), sni, &route.expected, buffered(tcp))
+                        .await?;
                 tracing::debug!(endpoint = %route.endpoint, kind = ?tls.get_ref().1.handshake_kind(), "mesh handshake");
                 Ok(Upstream::Mesh(Box::new(tls), peer))
             }
             TlsMode::Simple | TlsMode::Mutual => {
                 let config = origination.get(&settings(route)?)?;
                 Ok(Upstream::Originated(Box::new(
-                    origination::connect(config, sni, tcp).await?,
+                    origination::connect(config, sni, buffered(tcp)).await?,
                 )))
             }
         }

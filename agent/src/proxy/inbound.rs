@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use super::{
     Proxy,
     accept::{accept_loop, refuse},
+    buffered::buffered,
     forward::forward,
     splice::splice_bidirectional,
     upstream::connect_in,
@@ -116,7 +117,7 @@ async fn terminate(
 ) {
     let accepted = tokio::time::timeout(
         proxy.timeouts.handshake,
-        mesh::accept(pod.identity.server_config(), downstream),
+        mesh::accept(pod.identity.server_config(), buffered(downstream)),
     )
     .await;
     let (tls, peer_id) = match accepted {

@@ -1,6 +1,7 @@
 //! The shared node proxy: per-pod listeners inside each pod's network namespace, outbound and
 //! inbound connection handling, and byte forwarding.
 mod accept;
+mod buffered;
 mod client_tls;
 mod forward;
 mod inbound;
