@@ -32,8 +32,23 @@ pub fn cgroup2_mount() -> Result<&'static Path> {
     cached(&MOUNT, "cgroup2")
 }
 
-/// Where the BPF filesystem (pinned maps and links) is mounted.
+/// Where the BPF filesystem (pinned maps and links) is mounted; mounted at `/sys/fs/bpf` first when
+/// the host has none (a fresh VM need not have it; the agent does the same).
 pub fn bpffs_mount() -> Result<&'static Path> {
     static MOUNT: OnceLock<PathBuf> = OnceLock::new();
+    // One mount only, even when parallel tests get here together: a second bpffs stacked on the
+    // first would hide the pins made through it.
+    static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    if MOUNT.get().is_none() && find("bpf").is_err() {
+        nix::mount::mount(
+            Some("bpf"),
+            "/sys/fs/bpf",
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting bpffs at /sys/fs/bpf")?;
+    }
     cached(&MOUNT, "bpf")
 }
