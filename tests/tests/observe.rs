@@ -171,3 +171,43 @@ fn strict_refusal_is_counted_with_its_reason() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn bytes_of_a_long_lived_connection_reach_the_metrics_before_it_closes() -> Result<()> {
+    if !testbed::require_root() {
+        return Ok(());
+    }
+    let bed = TestBed::new("observe-long")?;
+    let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
+    bed.label_namespace("test1", CAPTURE.0, CAPTURE.1);
+    let sleep = n1.pod("test1", "sleep")?;
+    let httpbin = n2.pod("test1", "httpbin")?;
+    let _srv = httpbin.serve_echo(8000)?;
+    let config = bed.write_config()?;
+    let client_agent = Agent::start(&n1, &config)?;
+    let _server_agent = Agent::start(&n2, &config)?;
+
+    let mut hold = Command::new(testbed::pod_tool()?);
+    hold.args(["hold", &httpbin.v4(8000).to_string(), "20"]);
+    let _open = sleep.spawn(hold)?;
+    let sent_bytes = || -> Result<u64> {
+        Ok(client_agent
+            .scrape()?
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_tcp_received_bytes_total{")
+                    && l.contains("reporter=\"source\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    };
+    // The connection stays open for 20 s; its bytes must show up within the flush period.
+    eventually(Duration::from_secs(12), || Ok(sent_bytes()? > 0))?;
+    let connections: Value = serde_json::from_str(&client_agent.admin_get("/connections")?)?;
+    assert_eq!(
+        connections.as_array().map(Vec::len),
+        Some(1),
+        "{connections}"
+    );
+    Ok(())
+}

@@ -1,5 +1,12 @@
 //! Byte forwarding between the two sides of a proxied connection, with half-close passed on.
+use std::{future::Future, time::Duration};
+
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::connections::ObservedConnection;
+
+/// How often a long-lived connection's bytes reach the metrics before it closes.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// Copies both ways until both sides are done; an EOF on one side is passed on as a shutdown of
 /// the other side's write half, so protocols that half-close keep working. Bytes are counted by
@@ -18,4 +25,27 @@ where
 /// as such, not as a clean close.
 pub fn reset(stream: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// Runs a connection's forwarding to its end, pushing its byte counts into the metrics every few
+/// seconds (dashboards see long-lived connections move) and recording an error on the connection.
+pub async fn observe(
+    conn: &mut ObservedConnection,
+    forwarding: impl Future<Output = std::io::Result<()>>,
+) {
+    tokio::pin!(forwarding);
+    let mut flush =
+        tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            result = &mut forwarding => {
+                if let Err(e) = result {
+                    tracing::debug!(id = conn.id(), error = %e, "connection ended with an error");
+                    conn.set_error(&e);
+                }
+                return;
+            }
+            _ = flush.tick() => conn.flush_metrics(),
+        }
+    }
 }

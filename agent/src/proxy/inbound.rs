@@ -10,7 +10,7 @@ use super::{
     Proxy,
     accept::{accept_loop, refuse},
     buffered::buffered,
-    forward::forward,
+    forward::{forward, observe},
     splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
@@ -153,9 +153,7 @@ async fn terminate(
     };
     let mut conn = proxy.telemetry.open(info);
     let mut down = conn.count(tls);
-    if let Err(e) = forward(&mut down, &mut app).await {
-        conn.set_error(&e);
-    }
+    observe(&mut conn, forward(&mut down, &mut app)).await;
 }
 
 /// Forwards the connection's bytes to the app as they are.
@@ -180,7 +178,5 @@ async fn pass_through(
     };
     let mut conn = proxy.telemetry.open(info);
     let down = conn.count(downstream);
-    if let Err(e) = splice_bidirectional(&down, &app).await {
-        conn.set_error(&e);
-    }
+    observe(&mut conn, splice_bidirectional(&down, &app)).await;
 }

@@ -11,7 +11,7 @@ use super::{
     Proxy,
     accept::{accept_loop, refuse},
     client_tls::{Upstream, secure},
-    forward::forward,
+    forward::{forward, observe},
     route::Route,
     splice::splice_bidirectional,
     upstream::connect_in,
@@ -167,40 +167,24 @@ fn describe(info: &mut ConnectionInfo, route: &Route) {
 }
 
 async fn relay(downstream: TcpStream, upstream: Upstream, mut info: ConnectionInfo, proxy: &Proxy) {
-    let result = match upstream {
+    match upstream {
         Upstream::Plain(tcp) => {
             let mut conn = proxy.telemetry.open(info);
             let down = conn.count(downstream);
-            let r = splice_bidirectional(&down, &tcp).await;
-            record(&mut conn, r)
+            observe(&mut conn, splice_bidirectional(&down, &tcp)).await;
         }
         Upstream::Mesh(mut tls, peer) => {
             info.mode = WireMode::MutualTls;
             info.destination.principal = Some(peer.to_string());
             let mut conn = proxy.telemetry.open(info);
             let mut down = conn.count(downstream);
-            let r = forward(&mut down, &mut tls).await;
-            record(&mut conn, r)
+            observe(&mut conn, forward(&mut down, &mut tls)).await;
         }
         Upstream::Originated(mut tls) => {
             info.mode = WireMode::OriginatedTls;
             let mut conn = proxy.telemetry.open(info);
             let mut down = conn.count(downstream);
-            let r = forward(&mut down, &mut tls).await;
-            record(&mut conn, r)
+            observe(&mut conn, forward(&mut down, &mut tls)).await;
         }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "outbound ended with an error");
     }
-}
-
-fn record(
-    conn: &mut crate::connections::ObservedConnection,
-    result: std::io::Result<()>,
-) -> std::io::Result<()> {
-    if let Err(e) = &result {
-        conn.set_error(e);
-    }
-    result
 }
