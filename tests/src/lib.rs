@@ -30,6 +30,7 @@ mod pod;
 mod process;
 pub mod seed;
 mod tool;
+mod wait;
 mod yaml;
 
 pub use agent::{Agent, SOCKMESH_BIN_ENV, sockmesh_bin};
@@ -43,6 +44,7 @@ pub use node::Node;
 pub use pod::{Container, MAIN_CONTAINER, Pod, PodOptions};
 pub use process::{Process, RUN_TIMEOUT};
 pub use tool::{POD_TOOL_ENV, pod_tool, set_pod_tool};
+pub use wait::eventually;
 pub use yaml::{CGROUP_ANNOTATION, NETNS_ANNOTATION};
 
 /// Whether the test can build namespaces and cgroups. Not root and `CI` unset: says loudly that

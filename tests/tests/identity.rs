@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use testbed::seed::{self, OnWire, Outcome, POLICY_FILE, STRICT_TEST1, Seed, spiffe_id};
-use testbed::{Pod, Process};
+use testbed::{Pod, Process, eventually};
 
 fn seed(name: &str, agent_flags: &[&str]) -> Result<Option<Seed>> {
     if !testbed::require_root() {
@@ -19,21 +19,6 @@ fn seed(name: &str, agent_flags: &[&str]) -> Result<Option<Seed>> {
     let mut seed = Seed::build(name)?;
     seed.start_agents(agent_flags)?;
     Ok(Some(seed))
-}
-
-/// Polls `f` until it returns true or `timeout` passes (access logs are written at close).
-fn eventually(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "condition not met in {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `pod-tool hold`: one connection from `pod` to `addr`, an exchange every 200 ms for `secs`.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use testbed::eventually;
 use testbed::seed::{self, Seed, StepReport};
 
 fn seed(name: &str) -> Result<Option<Seed>> {
@@ -29,21 +30,6 @@ fn step(name: &str) -> Result<Option<(Seed, StepReport)>> {
     println!("{}\n{report}", step.title);
     report.assert_passed();
     Ok(Some((seed, report)))
-}
-
-/// Polls `f` until it returns true or `timeout` passes (metrics are updated at close).
-fn eventually(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "condition not met in {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

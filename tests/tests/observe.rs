@@ -4,24 +4,9 @@ use std::{process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use testbed::{Agent, PodOptions, TestBed};
+use testbed::{Agent, PodOptions, TestBed, eventually};
 
 const CAPTURE: (&str, &str) = ("sockmesh.io/capture", "enabled");
-
-/// Polls `f` until it returns true or `timeout` passes (metrics and logs are written at close).
-fn eventually(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "condition not met in {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn metrics_admin_and_access_log_describe_mesh_traffic() -> Result<()> {
