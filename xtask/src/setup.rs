@@ -27,6 +27,10 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["wrk"],
     &["haproxy"],
     &["nginx-light", "nginx"],
+    // `openssl s_server` is the TLS server outside the mesh in the origination tests.
+    &["openssl"],
+    // The benchmark warms each configuration up with one request.
+    &["curl"],
 ];
 
 pub fn run() -> Result<()> {
