@@ -29,8 +29,9 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["nginx-light", "nginx"],
     // `openssl s_server` is the TLS server outside the mesh in the origination tests.
     &["openssl"],
-    // The benchmark warms each configuration up with one request.
+    // The benchmark warms each configuration up with one request and sets per-pod sysctls.
     &["curl"],
+    &["procps"],
 ];
 
 pub fn run() -> Result<()> {
