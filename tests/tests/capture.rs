@@ -220,10 +220,12 @@ fn restart_keeps_pinned_capture_fails_closed_while_down_and_never_double_attache
         |progs: Vec<(String, String)>| progs.into_iter().map(|(_, n)| n).collect::<Vec<_>>();
     let mut attached = names(bpf::cgroup_programs(n1.cgroup().path())?);
     attached.sort();
+    assert_eq!(attached, ["connect4", "connect6"], "capture stays pinned");
+    let pod_programs = names(bpf::cgroup_programs(sleep.cgroup_path())?);
     assert_eq!(
-        attached,
-        ["connect4", "connect6", "sock_ops_cb"],
-        "capture stays pinned"
+        pod_programs,
+        ["sock_ops_cb"],
+        "sock_ops stays pinned on the pod"
     );
 
     // Outbound fails closed: the redirect stays, the listener is gone.
@@ -247,8 +249,14 @@ fn restart_keeps_pinned_capture_fails_closed_while_down_and_never_double_attache
     attached.sort();
     assert_eq!(
         attached,
-        ["connect4", "connect6", "sock_ops_cb"],
+        ["connect4", "connect6"],
         "exactly one of each after restart"
+    );
+    let pod_programs = names(bpf::cgroup_programs(sleep.cgroup_path())?);
+    assert_eq!(
+        pod_programs,
+        ["sock_ops_cb"],
+        "one sock_ops link per pod after restart"
     );
     sleep.connect(target.v4(8000), "again")?;
     outsider.connect(server.v4(8000), "again")?;

@@ -48,7 +48,11 @@ pub struct Capture {
 }
 
 /// Cgroup programs: (program name in the object, pinned link name).
-const CGROUP_PROGRAMS: [&str; 3] = ["connect4", "connect6", "sock_ops_cb"];
+/// Attached once at the cgroup root: they must see every connect to decide.
+const CGROUP_PROGRAMS: [&str; 2] = ["connect4", "connect6"];
+/// Attached per enrolled pod cgroup: only the pods' own sockets need it, and at the root it would
+/// also run for every operation of every proxy socket.
+const SOCK_OPS_PROGRAM: &str = "sock_ops_cb";
 const SK_LOOKUP_PROGRAM: &str = "sk_lookup_steer";
 const PINNED_MAPS: [&str; 7] = [
     map_names::WORKLOADS,
@@ -86,6 +90,10 @@ impl Capture {
             attach_cgroup_program(&mut ebpf, name, &cgroup, &layout)
                 .with_context(|| format!("attaching {name} to {}", config.cgroup_root.display()))?;
         }
+        // An earlier layout attached sock_ops at the root; per-pod links replace it.
+        let _ = fs::remove_file(layout.link(SOCK_OPS_PROGRAM));
+        let sock_ops: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
+        sock_ops.load().context("loading sock_ops")?;
         let sk_lookup: &mut SkLookup = program(&mut ebpf, SK_LOOKUP_PROGRAM)?;
         sk_lookup.load().context("loading sk_lookup")?;
 
@@ -169,6 +177,37 @@ impl Capture {
         sk_lookup::link(prog, netns, &self.layout)
     }
 
+    /// Attaches sock_ops to a pod's cgroup (its containers below inherit it), replacing an earlier
+    /// link for that cgroup.
+    pub fn link_pod_cgroup(&self, cgroup: &Path, cgroup_id: u64) -> anyhow::Result<()> {
+        let dir =
+            File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        let mut ebpf = lock(&self.ebpf);
+        let prog: &mut SockOps = program(&mut ebpf, SOCK_OPS_PROGRAM)?;
+        let id = prog.attach(&dir, CgroupAttachMode::Single)?;
+        let link: FdLink = prog.take_link(id)?.try_into()?;
+        pin_replacing(link, &self.layout.pod_cgroup_link(cgroup_id))
+    }
+
+    pub fn unlink_pod_cgroup(&self, cgroup_id: u64) {
+        let path = self.layout.pod_cgroup_link(cgroup_id);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(pin = %path.display(), error = %e, "removing sock_ops link pin failed");
+        }
+    }
+
+    /// Ids of pod cgroups with a pinned sock_ops link.
+    pub fn linked_pod_cgroups(&self) -> Vec<u64> {
+        let Ok(dir) = fs::read_dir(self.layout.links()) else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| PinLayout::pod_cgroup_of(e.file_name().to_str()?))
+            .collect()
+    }
+
     pub fn unlink_netns(&self, netns_inode: u64) {
         sk_lookup::unlink(&self.layout, netns_inode);
     }
@@ -220,17 +259,10 @@ fn attach_cgroup_program(
     layout: &PinLayout,
 ) -> anyhow::Result<()> {
     // Single mode: cgroup *links* are multi-attach anyway, and ALLOW_MULTI makes link_create fail.
-    let link: FdLink = if name == "sock_ops_cb" {
-        let prog: &mut SockOps = program(ebpf, name)?;
-        prog.load()?;
-        let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
-        prog.take_link(id)?.try_into()?
-    } else {
-        let prog: &mut CgroupSockAddr = program(ebpf, name)?;
-        prog.load()?;
-        let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
-        prog.take_link(id)?.try_into()?
-    };
+    let prog: &mut CgroupSockAddr = program(ebpf, name)?;
+    prog.load()?;
+    let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+    let link: FdLink = prog.take_link(id)?.try_into()?;
     pin_replacing(link, &layout.link(name))
 }
 

@@ -37,6 +37,16 @@ impl PinLayout {
         self.links().join(format!("sk_lookup_netns_{netns_inode}"))
     }
 
+    /// The sock_ops link of the pod cgroup with this id.
+    pub fn pod_cgroup_link(&self, cgroup_id: u64) -> PathBuf {
+        self.links().join(format!("sock_ops_cgroup_{cgroup_id}"))
+    }
+
+    /// Id of a pod cgroup whose sock_ops link is pinned at `name`, if `name` is such a pin.
+    pub fn pod_cgroup_of(name: &str) -> Option<u64> {
+        name.strip_prefix("sock_ops_cgroup_")?.parse().ok()
+    }
+
     /// Inode of a namespace whose sk_lookup link is pinned at `name`, if `name` is such a pin.
     pub fn netns_inode_of(name: &str) -> Option<u64> {
         name.strip_prefix("sk_lookup_netns_")?.parse().ok()

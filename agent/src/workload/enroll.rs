@@ -30,6 +30,8 @@ struct Enrollment {
     /// The spec as last reconciled (container cgroups change in place).
     spec: PodSpec,
     cgroup_ids: Vec<u64>,
+    /// Pod-level cgroups (no ancestor among the pod's cgroups) carrying a sock_ops link.
+    sock_ops_cgroups: Vec<u64>,
     addrs: Vec<Addr>,
     accept_loops: Vec<JoinHandle<()>>,
 }
@@ -129,6 +131,17 @@ impl Enroller {
                 self.capture().remove_pod_addr(&addr);
             }
         }
+        let sock_ops: HashSet<u64> = self
+            .enrolled
+            .values()
+            .flat_map(|e| e.sock_ops_cgroups.iter().copied())
+            .collect();
+        for id in self.capture().linked_pod_cgroups() {
+            if !sock_ops.contains(&id) {
+                info!(cgroup_id = id, "removing stale sock_ops link");
+                self.capture().unlink_pod_cgroup(id);
+            }
+        }
         let namespaces: HashSet<u64> = self
             .enrolled
             .values()
@@ -206,6 +219,7 @@ impl Enroller {
             pod: pod.clone(),
             spec: spec.clone(),
             cgroup_ids: Vec::new(),
+            sock_ops_cgroups: Vec::new(),
             addrs: Vec::new(),
             accept_loops: Vec::new(),
         };
@@ -226,6 +240,14 @@ impl Enroller {
         self.capture()
             .link_netns(&pod.netns)
             .context("linking sk_lookup")?;
+        for root in pod_roots(&pod.spec.cgroups) {
+            let dir = cgroup::resolve(&self.cgroup_mount, root)?;
+            let id = cgroup::cgroup_id(&dir)?;
+            self.capture()
+                .link_pod_cgroup(&dir, id)
+                .with_context(|| format!("attaching sock_ops to {}", dir.display()))?;
+            e.sock_ops_cgroups.push(id);
+        }
         for ip in &pod.spec.ips {
             let inbound = if ip.is_ipv4() {
                 Some(&listeners.inbound_v4)
@@ -328,11 +350,24 @@ impl Enroller {
             self.capture().remove_pod_addr(addr);
         }
         self.capture().unlink_netns(e.pod.netns.inode());
+        for &id in &e.sock_ops_cgroups {
+            self.capture().unlink_pod_cgroup(id);
+        }
         for task in &e.accept_loops {
             task.abort();
         }
         self.proxy.certs.release(e.pod.identity.id());
     }
+}
+
+/// The pod's top cgroups: those with no ancestor among its cgroups (the pod cgroup itself when the
+/// source lists it). sock_ops attached there covers every container below, present or future.
+fn pod_roots(cgroups: &[PathBuf]) -> impl Iterator<Item = &PathBuf> {
+    cgroups.iter().filter(|c| {
+        !cgroups
+            .iter()
+            .any(|other| other != *c && c.starts_with(other))
+    })
 }
 
 /// Same pod apart from its container cgroups (which change in place).
