@@ -43,32 +43,13 @@ impl Agent {
         // Alternate between two port sets per node, so a new agent can start beside the old one
         // (a rolling update) in the shared root netns.
         let set = next_port_set(node);
-        let local = |k| -> Result<SocketAddr> {
-            Ok(SocketAddr::from((
-                [127, 0, 0, 1],
-                node.local_port(set * 3 + k)?,
-            )))
-        };
-        let (admin, metrics, readiness) = (local(0)?, local(1)?, local(2)?);
+        let ports = AgentPorts::of(node, set)?;
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let access_log = node
             .bed_workdir()
             .join(format!("access-{}.{seq}.jsonl", node.name()));
-        let mut cmd = Command::new(sockmesh_bin()?);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(["--node-name", node.name()])
-            .arg("--cgroup-root")
-            .arg(node.cgroup().path())
-            .arg("--pin-dir")
-            .arg(node.pin_dir())
-            .arg("--ca-dir")
-            .arg(node.bed_workdir().join("ca"))
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--metrics-addr", &metrics.to_string()])
-            .args(["--readiness-addr", &readiness.to_string()])
-            .arg("--access-log")
+        let mut cmd = node_command(&sockmesh_bin()?, node, config, &ports);
+        cmd.arg("--access-log")
             .arg(&access_log)
             .args(["--access-log-format", "json"])
             .args(extra)
@@ -82,9 +63,9 @@ impl Agent {
         Ok(Agent {
             process,
             node: node.clone(),
-            admin,
-            metrics,
-            readiness,
+            admin: ports.admin,
+            metrics: ports.metrics,
+            readiness: ports.readiness,
             access_log,
         })
     }
@@ -151,6 +132,53 @@ impl Agent {
         self.process.signal(Signal::SIGKILL)?;
         Ok(())
     }
+}
+
+/// Loopback addresses of one agent's admin, metrics and readiness servers.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentPorts {
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    pub readiness: SocketAddr,
+}
+
+impl AgentPorts {
+    /// Port set `set` (0 or 1) of the node's reserved block: two agents of one node (a rolling
+    /// update) use different sets.
+    pub fn of(node: &Node, set: u16) -> Result<Self> {
+        let local = |k| -> Result<SocketAddr> {
+            Ok(SocketAddr::from((
+                [127, 0, 0, 1],
+                node.local_port(set * 3 + k)?,
+            )))
+        };
+        Ok(Self {
+            admin: local(0)?,
+            metrics: local(1)?,
+            readiness: local(2)?,
+        })
+    }
+}
+
+/// `sockmesh run` scoped to `node`: its cgroup root, pin directory and ports, and the bed's shared
+/// CA directory (`<bed workdir>/ca`), so agents of one bed trust each other. Callers add logging,
+/// access-log and other flags.
+pub fn node_command(binary: &Path, node: &Node, config: &Path, ports: &AgentPorts) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--node-name", node.name()])
+        .arg("--cgroup-root")
+        .arg(node.cgroup().path())
+        .arg("--pin-dir")
+        .arg(node.pin_dir())
+        .arg("--ca-dir")
+        .arg(node.ca_dir())
+        .args(["--admin-addr", &ports.admin.to_string()])
+        .args(["--metrics-addr", &ports.metrics.to_string()])
+        .args(["--readiness-addr", &ports.readiness.to_string()]);
+    cmd
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Result<String> {

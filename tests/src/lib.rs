@@ -33,7 +33,7 @@ mod tool;
 mod wait;
 mod yaml;
 
-pub use agent::{Agent, SOCKMESH_BIN_ENV, sockmesh_bin};
+pub use agent::{Agent, AgentPorts, SOCKMESH_BIN_ENV, node_command, sockmesh_bin};
 pub use bed::TestBed;
 pub use capture::{Flow, Frame, Segment, Wire, WireCapture, is_tls_records};
 pub use cgroup::{Cgroup, cgroup_of};

@@ -191,6 +191,11 @@ impl Node {
         &self.inner.bed.workdir
     }
 
+    /// The mesh CA directory every agent of the bed shares, so they trust each other.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.inner.bed.workdir.join("ca")
+    }
+
     /// A BPF pin directory for this node's agent (`<bpffs>/<bed id>-<node>`), not created here;
     /// the bed removes it on drop so pinned links and maps never outlive the test.
     pub fn pin_dir(&self) -> &Path {

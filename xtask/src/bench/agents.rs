@@ -2,11 +2,10 @@
 //! after it, so the other configurations run with no BPF program attached and no proxy running.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use testbed::{Node, Process};
+use testbed::{AgentPorts, Node, Process, node_command};
 
 use crate::cmd::Cmd;
 
@@ -27,25 +26,10 @@ impl RunningAgent {
     /// ports, the bed's shared CA), but with info logging and no access log: the benchmark
     /// measures forwarding, not log writing. Waits until its first reconcile is done.
     pub fn start(binary: &Path, node: &Node, config: &Path, extra: &[String]) -> Result<Self> {
-        let local = |k| -> Result<SocketAddr> {
-            Ok(SocketAddr::from(([127, 0, 0, 1], node.local_port(k)?)))
-        };
-        let metrics = local(1)?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(["--node-name", node.name()])
-            .arg("--cgroup-root")
-            .arg(node.cgroup().path())
-            .arg("--pin-dir")
-            .arg(node.pin_dir())
-            .arg("--ca-dir")
-            .arg(ca_dir(node))
-            .args(["--admin-addr", &local(0)?.to_string()])
-            .args(["--metrics-addr", &metrics.to_string()])
-            .args(["--readiness-addr", &local(2)?.to_string()])
-            .args(["--access-log", "off"])
+        let ports = AgentPorts::of(node, 0)?;
+        let metrics = ports.metrics;
+        let mut cmd = node_command(binary, node, config, &ports);
+        cmd.args(["--access-log", "off"])
             // Blocks end with no connection open: nothing to drain on SIGTERM.
             .args(["--drain-timeout", "1s"])
             .args(extra)
@@ -123,9 +107,4 @@ impl Drop for RunningAgent {
             eprintln!("bench: stopping the agent failed: {error:#}");
         }
     }
-}
-
-/// The mesh CA directory every agent of the bed shares; sockmesh creates it on first start.
-pub fn ca_dir(node: &Node) -> PathBuf {
-    node.bed_workdir().join("ca")
 }

@@ -171,7 +171,7 @@ impl Proxies {
 
 /// Leaf certificates for the pods' identities, from the CA the agents created in the bed.
 fn pair_certs(topology: &Topology) -> Result<PairCerts> {
-    let ca_dir = super::agents::ca_dir(&topology.nodes[0]);
+    let ca_dir = topology.nodes[0].ca_dir();
     let spiffe = |name: &str| format!("spiffe://cluster.local/ns/{NAMESPACE}/sa/{name}");
     certs::issue(
         &ca_dir,

@@ -195,10 +195,7 @@ fn build_agent(root: &Path) -> Result<PathBuf> {
 /// The HAProxy pair uses the mesh CA, which sockmesh creates on its first start: start and stop
 /// the client node's agent once when no sockmesh block has done it yet.
 fn ensure_mesh_ca(topology: &Topology, setup: &Setup<'_>) -> Result<()> {
-    if agents::ca_dir(&topology.nodes[0])
-        .join("ca-key.pem")
-        .is_file()
-    {
+    if topology.nodes[0].ca_dir().join("ca-key.pem").is_file() {
         return Ok(());
     }
     agents::RunningAgent::start(
