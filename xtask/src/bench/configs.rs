@@ -52,6 +52,9 @@ impl Config {
 pub struct Setup<'a> {
     pub binary: &'a Path,
     pub agent_flags: &'a [String],
+    pub workloads: Vec<super::workloads::Workload>,
+    /// Where per-run `perf` profiles go, when asked for.
+    pub profile: Option<std::path::PathBuf>,
 }
 
 /// The running proxies of one block; dropping them stops them.

@@ -9,6 +9,7 @@ mod haproxy;
 mod measure;
 mod plot;
 mod podmemory;
+mod profile;
 mod report;
 mod topology;
 mod workloads;
@@ -44,6 +45,13 @@ pub struct BenchArgs {
     /// Configurations to run (comma-separated); direct always runs, as the baseline.
     #[arg(long, value_enum, value_delimiter = ',')]
     configs: Vec<Config>,
+    /// Workloads to run (comma-separated); all of them when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// Records a `perf` profile of the proxies for each configuration and workload into this
+    /// directory (`<config>-<workload>.data`; read with `perf report -i`).
+    #[arg(long)]
+    profile: Option<PathBuf>,
     /// Extra flag for `sockmesh run`, repeatable (e.g. `--agent-flag=--worker-threads=2`).
     #[arg(long = "agent-flag", allow_hyphen_values = true)]
     agent_flags: Vec<String>,
@@ -124,7 +132,16 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
     let setup = Setup {
         binary: &binary,
         agent_flags: &args.agent_flags,
+        workloads: if args.workloads.is_empty() {
+            Workload::ALL.to_vec()
+        } else {
+            args.workloads.clone()
+        },
+        profile: args.profile.clone(),
     };
+    if let Some(dir) = &setup.profile {
+        std::fs::create_dir_all(dir)?;
+    }
     ensure_mesh_ca(&topology, &setup)?;
     let ticks = measure::clock_ticks()?;
     let mut blocks = Vec::new();
@@ -235,7 +252,7 @@ fn run_block(
         hwm_mb: None,
         bpf: BTreeMap::new(),
     };
-    for workload in Workload::ALL {
+    for &workload in &setup.workloads {
         let count_bpf = config.is_sockmesh() && workload == Workload::Close16;
         let stats = count_bpf.then(bpfstats::StatsEnabled::new).transpose()?;
         let pin_dirs = proxies.pin_dirs(topology);
@@ -243,6 +260,13 @@ fn run_block(
             bpfstats::snapshot(&pin_dirs)?
         } else {
             BTreeMap::new()
+        };
+        let profile = match &setup.profile {
+            Some(dir) if !pids.is_empty() => Some(profile::Recording::start(
+                &pids,
+                &dir.join(format!("{config:?}-{workload:?}.data").to_lowercase()),
+            )?),
+            _ => None,
         };
         let cpu_before = measure::pair_cpu(&pids, ticks)?;
         let outcome = workloads::run(
@@ -252,6 +276,9 @@ fn run_block(
             Duration::from_secs(duration),
         );
         let cpu_after = measure::pair_cpu(&pids, ticks)?;
+        if let Some(profile) = profile {
+            profile.finish()?;
+        }
         match outcome {
             Ok(outcome) => {
                 if outcome.errors > 0 {

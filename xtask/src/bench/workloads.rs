@@ -9,7 +9,7 @@ use serde_json::Value;
 use testbed::Pod;
 
 /// One measured run, in the order the perf notes run them within a configuration's block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Workload {
     Iperf1,
     Iperf8,
