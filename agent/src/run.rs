@@ -170,6 +170,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         timeouts,
         args.mesh.trust_domain.clone(),
     ));
+    let reaper = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.reap_idle_connections().await }
+    });
     let view = NodeView {
         node: args.node_name.clone(),
         workloads: proxy.workloads.clone(),
@@ -196,6 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     enroll_until_shutdown(&mut enroller, pods, &health).await?;
     drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
+    reaper.abort();
     Ok(())
 }
 
@@ -203,6 +208,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// accepted connections to finish, up to `grace`. Pinned programs and maps stay for the next agent.
 async fn drain(enroller: &mut Enroller, proxy: &Proxy, grace: Duration) {
     enroller.stop_accepting();
+    proxy.start_drain();
     info!(open = proxy.in_flight(), grace = ?grace, "draining; pinned capture stays in place for the next agent");
     let deadline = tokio::time::Instant::now() + grace;
     while proxy.in_flight() > 0 && tokio::time::Instant::now() < deadline {

@@ -20,16 +20,39 @@ pub(super) struct LiveBytes {
 }
 
 /// Wraps the *source-side* stream: bytes read from it were received from the source, bytes
-/// written to it were sent to the source.
+/// written to it were sent to the source. Wrapping the destination side swaps the two.
 #[derive(Debug)]
 pub struct Counted<S> {
     inner: S,
     bytes: Arc<LiveBytes>,
+    destination_side: bool,
 }
 
 impl<S> Counted<S> {
-    pub(super) fn new(inner: S, bytes: Arc<LiveBytes>) -> Self {
-        Self { inner, bytes }
+    pub(super) fn new(inner: S, bytes: Arc<LiveBytes>, destination_side: bool) -> Self {
+        Self {
+            inner,
+            bytes,
+            destination_side,
+        }
+    }
+
+    /// The counter for bytes read from the wrapped stream.
+    fn read_counter(&self) -> &AtomicU64 {
+        if self.destination_side {
+            &self.bytes.sent
+        } else {
+            &self.bytes.received
+        }
+    }
+
+    /// The counter for bytes written to the wrapped stream.
+    fn write_counter(&self) -> &AtomicU64 {
+        if self.destination_side {
+            &self.bytes.received
+        } else {
+            &self.bytes.sent
+        }
     }
 
     pub fn into_inner(self) -> S {
@@ -61,7 +84,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.bytes.received.fetch_add(n as u64, Ordering::Relaxed);
+            self.read_counter().fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }
@@ -75,7 +98,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
-            self.bytes.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.write_counter().fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }

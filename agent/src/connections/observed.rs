@@ -76,6 +76,12 @@ impl ObservedConnection {
         self.guard.count(stream)
     }
 
+    /// Wraps the destination-side stream instead (for forwarders whose source side is framed):
+    /// bytes written to it were received from the source, bytes read from it were sent back.
+    pub fn count_destination<S>(&self, stream: S) -> Counted<S> {
+        self.guard.count_destination(stream)
+    }
+
     /// Records that forwarding ended with an error (shown in the access log).
     pub fn set_error(&mut self, error: impl Display) {
         self.error = Some(error.to_string());

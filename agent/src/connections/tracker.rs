@@ -140,7 +140,12 @@ impl ConnectionGuard {
 
     /// Wraps the source-side stream so the forwarder's reads and writes are counted.
     pub fn count<S>(&self, stream: S) -> Counted<S> {
-        Counted::new(stream, self.tracked.bytes.clone())
+        Counted::new(stream, self.tracked.bytes.clone(), false)
+    }
+
+    /// Wraps the destination-side stream, with the directions swapped.
+    pub fn count_destination<S>(&self, stream: S) -> Counted<S> {
+        Counted::new(stream, self.tracked.bytes.clone(), true)
     }
 
     /// Bytes moved so far.

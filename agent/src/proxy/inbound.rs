@@ -11,6 +11,7 @@ use super::{
     accept::{accept_loop, refuse},
     buffered::buffered,
     forward::{forward, observe},
+    pooled,
     splice::splice_bidirectional,
     upstream::connect_in,
     workload_ref,
@@ -140,6 +141,9 @@ async fn terminate(
     };
     info.mode = WireMode::MutualTls;
     info.source.principal = Some(peer_id.to_string());
+    if tls.get_ref().1.alpn_protocol() == Some(mesh::POOLED_ALPN) {
+        return pooled::inbound::serve(tls, info, pod, proxy).await;
+    }
     let dst = info.destination.original.expect("set above");
     let mut app = match connect_in(&pod.netns, dst, proxy.timeouts.connect).await {
         Ok(app) => app,

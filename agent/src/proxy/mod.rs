@@ -7,6 +7,7 @@ mod forward;
 mod inbound;
 pub mod listeners;
 mod outbound;
+mod pooled;
 mod route;
 mod splice;
 mod upstream;
@@ -42,6 +43,10 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     pub trust_domain: String,
     balancer: route::Balancer,
+    /// Idle pooled mesh connections of the client side.
+    pool: pooled::Pool<pooled::outbound::Pooled>,
+    /// Set when the agent drains: idle pooled connections close instead of waiting for streams.
+    draining: tokio::sync::watch::Sender<bool>,
     /// Connections accepted and not yet finished, whatever their phase: what a drain waits for.
     in_flight: AtomicUsize,
 }
@@ -74,6 +79,8 @@ impl Proxy {
             timeouts,
             trust_domain,
             balancer: route::Balancer::default(),
+            pool: pooled::Pool::default(),
+            draining: tokio::sync::watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -81,6 +88,26 @@ impl Proxy {
     /// Connections accepted and not yet finished.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Closes every idle pooled connection and makes servers of pooled connections close theirs
+    /// as soon as their current stream ends, so a drain is not held up by idle connections.
+    pub fn start_drain(&self) {
+        self.draining.send_replace(true);
+        self.pool.clear();
+    }
+
+    fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Closes pooled connections that stayed idle too long, until the agent stops.
+    pub async fn reap_idle_connections(&self) {
+        let mut tick = tokio::time::interval(pooled::IDLE_TIMEOUT / 4);
+        loop {
+            tick.tick().await;
+            self.pool.reap();
+        }
     }
 
     /// Counts one accepted connection until the returned guard drops.

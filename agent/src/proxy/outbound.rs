@@ -12,6 +12,7 @@ use super::{
     accept::{accept_loop, refuse},
     client_tls::{Upstream, secure},
     forward::{forward, observe},
+    pooled,
     route::Route,
     splice::splice_bidirectional,
     upstream::connect_in,
@@ -21,6 +22,7 @@ use crate::{
     capture::addr_key,
     connections::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
     metrics::RefusalReason,
+    policy::TlsMode,
     workload::EnrolledPod,
 };
 
@@ -115,40 +117,41 @@ async fn handle(downstream: TcpStream, peer: SocketAddr, pod: &EnrolledPod, prox
         );
     };
     describe(&mut info, &route);
-    let tcp = match connect_in(&pod.netns, route.endpoint, proxy.timeouts.connect).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            return refuse(
-                proxy,
-                &downstream,
-                info,
+    if route.client.mode == TlsMode::IstioMutual {
+        return pooled::outbound::handle(downstream, &route, info, pod, proxy).await;
+    }
+    match dial(&route, pod, proxy).await {
+        Ok(upstream) => relay(downstream, upstream, info, proxy).await,
+        Err((reason, why)) => refuse(proxy, &downstream, info, reason, why),
+    }
+}
+
+/// Connects to the route's endpoint from the pod's netns and applies the route's client TLS mode.
+pub(super) async fn dial(
+    route: &Route,
+    pod: &EnrolledPod,
+    proxy: &Proxy,
+) -> Result<Upstream, (RefusalReason, String)> {
+    let tcp = connect_in(&pod.netns, route.endpoint, proxy.timeouts.connect)
+        .await
+        .map_err(|e| {
+            (
                 RefusalReason::UpstreamConnect,
                 format!("connect {}: {e}", route.endpoint),
-            );
-        }
-    };
-    let upstream = match secure(
+            )
+        })?;
+    secure(
         tcp,
-        &route,
+        route,
         &pod.identity,
         &proxy.origination,
         proxy.timeouts.handshake,
     )
     .await
-    {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            proxy.telemetry.metrics.handshake_failed("upstream");
-            return refuse(
-                proxy,
-                &downstream,
-                info,
-                RefusalReason::UpstreamHandshake,
-                e,
-            );
-        }
-    };
-    relay(downstream, upstream, info, proxy).await;
+    .map_err(|e| {
+        proxy.telemetry.metrics.handshake_failed("upstream");
+        (RefusalReason::UpstreamHandshake, e.to_string())
+    })
 }
 
 /// Fills in where the connection goes, as far as the route tells.
@@ -166,7 +169,13 @@ fn describe(info: &mut ConnectionInfo, route: &Route) {
     info.destination.principal = route.expected.first().map(ToString::to_string);
 }
 
-async fn relay(downstream: TcpStream, upstream: Upstream, mut info: ConnectionInfo, proxy: &Proxy) {
+/// Forwards an app connection over its own upstream connection.
+pub(super) async fn relay(
+    downstream: TcpStream,
+    upstream: Upstream,
+    mut info: ConnectionInfo,
+    proxy: &Proxy,
+) {
     match upstream {
         Upstream::Plain(tcp) => {
             let mut conn = proxy.telemetry.open(info);

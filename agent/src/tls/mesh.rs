@@ -28,6 +28,18 @@ use crate::identity::spiffe::{SpiffeError, SpiffeId, spiffe_id_of};
 /// ALPN as Istio sidecars send it for mesh mTLS, so sidecars and this proxy can talk to each other.
 pub const MESH_ALPN: [&[u8]; 2] = [b"istio-peer-exchange", b"istio"];
 
+/// ALPN of sockmesh's pooled connections (`proxy::pooled`). Offered and preferred before Istio's, so
+/// two sockmesh proxies pool and a sidecar on either side picks Istio's.
+pub const POOLED_ALPN: &[u8] = b"sockmesh-pooled/1";
+
+/// Offered by clients and preferred in this order by servers.
+fn alpn_protocols() -> Vec<Vec<u8>> {
+    std::iter::once(POOLED_ALPN)
+        .chain(MESH_ALPN)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MeshTlsError {
     #[error("building mesh TLS config for {id}: {source}")]
@@ -75,7 +87,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(cert.chain.clone(), cert.key.clone_key())
         .map_err(config_err)?;
-    config.alpn_protocols = MESH_ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn_protocols();
     config.ticketer = ticketer;
     Ok(config)
 }
@@ -101,7 +113,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())
         .map_err(config_err)?;
-    config.alpn_protocols = MESH_ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn_protocols();
     config.resumption = Resumption::store(sessions);
     Ok(config)
 }

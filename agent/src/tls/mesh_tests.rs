@@ -102,11 +102,28 @@ async fn mutual_handshake_sees_both_identities() {
     let expected = [id("test2", "other"), httpbin.clone()];
     let (mut tls, peer) = mesh_connect(client, port, &expected).await.unwrap();
     assert_eq!(peer, httpbin);
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(POOLED_ALPN));
+    echo(&mut tls, b"hello mesh").await;
+    drop(tls);
+    assert_eq!(server_task.await.unwrap().unwrap(), sleep);
+}
+
+#[tokio::test]
+async fn a_sidecar_offering_only_istio_alpn_gets_istio_alpn() {
+    let (_dir, issuer) = test_issuer();
+    let (sleep, httpbin) = (id("test1", "sleep"), id("test2", "httpbin"));
+    let server = fresh_server(&issuer, &issuer.issue(&httpbin, DEFAULT_TTL).unwrap());
+    let mut sidecar = (*fresh_client(&issuer, &issuer.issue(&sleep, DEFAULT_TTL).unwrap())).clone();
+    sidecar.alpn_protocols = MESH_ALPN.iter().map(|p| p.to_vec()).collect();
+    let (port, server_task) = echo_server(server).await;
+    let (mut tls, _) = mesh_connect(Arc::new(sidecar), port, &[httpbin])
+        .await
+        .unwrap();
     assert_eq!(
         tls.get_ref().1.alpn_protocol(),
         Some(&b"istio-peer-exchange"[..])
     );
-    echo(&mut tls, b"hello mesh").await;
+    echo(&mut tls, b"hello sidecar").await;
     drop(tls);
     assert_eq!(server_task.await.unwrap().unwrap(), sleep);
 }
