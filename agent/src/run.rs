@@ -82,7 +82,9 @@ pub struct RunArgs {
     /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
     #[arg(long, default_value = "1s")]
     pub detect_timeout: humantime::Duration,
-    /// Proxy worker threads (default: one per CPU).
+    /// Proxy worker threads (default: half the CPUs, at least one). The proxy shares the node with
+    /// the workloads whose bytes it moves; on two cores one worker moved more bytes and new
+    /// connections per CPU-second than two (docs/performance.md).
     #[arg(long)]
     pub worker_threads: Option<usize>,
     /// On SIGTERM, how long open connections may take to finish before the agent exits.

@@ -7,7 +7,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, HEADER, Kind};
 
-/// Bytes per `Data` frame: one 64 KiB read of the app becomes four full TLS records in one write.
+/// Bytes per `Data` frame with its header: one frame is four full TLS records, which rustls seals
+/// and writes at once (its send buffer takes 64 KiB; a larger frame would cost a second, tiny
+/// record and syscall).
 const CHUNK: usize = 64 * 1024;
 
 /// Relays until both directions ended. `Ok` means the stream ended cleanly both ways and `conn` is
@@ -20,7 +22,7 @@ where
     let (mut conn_r, mut conn_w) = tokio::io::split(conn);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let outgoing = async {
-        let mut buf = vec![0u8; HEADER + CHUNK];
+        let mut buf = vec![0u8; CHUNK];
         loop {
             let n = match app_r.read(&mut buf[HEADER..]).await {
                 Ok(n) => n,
@@ -42,10 +44,17 @@ where
         loop {
             match frame::read_header(&mut conn_r).await? {
                 Some((Kind::Data, len)) => {
+                    // Whatever part of the frame has been decrypted goes on at once, so the
+                    // app's socket is written while the rest of the frame is still arriving.
                     let mut left = len;
                     while left > 0 {
-                        let n = left.min(buf.len());
-                        conn_r.read_exact(&mut buf[..n]).await?;
+                        let n = conn_r.read(&mut buf[..left.min(CHUNK)]).await?;
+                        if n == 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "pooled connection closed inside a frame",
+                            ));
+                        }
                         app_w.write_all(&buf[..n]).await?;
                         left -= n;
                     }
