@@ -128,3 +128,47 @@ fn mesh_traffic_is_tls_records_without_payload_and_disable_is_plaintext() -> Res
     }
     Ok(())
 }
+
+#[test]
+fn connections_from_one_pod_to_another_share_one_pooled_mtls_connection() -> Result<()> {
+    let Some(seed) = seed("pooled-wire")? else {
+        return Ok(());
+    };
+    let sleep = seed.pod("test1/sleep");
+    let svc = seed::service("httpbin.test2");
+    let server = seed.pod(&svc.pod_key());
+    let capture = seed.bed().wire_capture()?;
+    let secrets: Vec<String> = (0..5).map(|i| format!("pooled-secret-{i}-0123456789")).collect();
+    for secret in &secrets {
+        let reply = sleep.connect(
+            seed.address("test1/sleep", &svc, seed::HTTPBIN_PORT),
+            secret,
+        )?;
+        assert_eq!(&reply.msg, secret);
+    }
+    let wire = capture.finish()?;
+    assert_eq!(wire.dropped(), 0, "capture fell behind");
+    let flows: Vec<_> = wire
+        .flows()
+        .into_iter()
+        .filter(|f| f.client.ip() == sleep.ipv4() && f.server.ip() == server.ipv4())
+        .collect();
+    assert_eq!(
+        flows.len(),
+        1,
+        "five app connections, one mTLS connection on the wire: {flows:?}"
+    );
+    assert!(flows[0].is_tls(), "not TLS records both ways");
+    for secret in &secrets {
+        assert!(!wire.contains(secret.as_bytes()), "payload in clear");
+    }
+    let server_agent = seed.agent("n2");
+    eventually(Duration::from_secs(5), || {
+        Ok(server_agent.scrape()?.lines().any(|l| {
+            l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("connection_security_policy=\"mutual_tls\"")
+                && l.ends_with(" 5")
+        }))
+    })
+    .with_context(|| server_agent.scrape().unwrap_or_default())
+}
