@@ -138,7 +138,9 @@ fn connections_from_one_pod_to_another_share_one_pooled_mtls_connection() -> Res
     let svc = seed::service("httpbin.test2");
     let server = seed.pod(&svc.pod_key());
     let capture = seed.bed().wire_capture()?;
-    let secrets: Vec<String> = (0..5).map(|i| format!("pooled-secret-{i}-0123456789")).collect();
+    let secrets: Vec<String> = (0..5)
+        .map(|i| format!("pooled-secret-{i}-0123456789"))
+        .collect();
     for secret in &secrets {
         let reply = sleep.connect(
             seed.address("test1/sleep", &svc, seed::HTTPBIN_PORT),

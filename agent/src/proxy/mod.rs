@@ -2,6 +2,7 @@
 //! inbound connection handling, and byte forwarding.
 mod accept;
 mod buffered;
+mod buffers;
 mod client_tls;
 mod forward;
 mod inbound;

@@ -21,9 +21,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER
         .get_or_init(|| {
             let mut provider = rustls::crypto::ring::default_provider();
-            provider
-                .cipher_suites
-                .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+            provider.cipher_suites.sort_by_key(|suite| {
+                suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            });
             Arc::new(provider)
         })
         .clone()

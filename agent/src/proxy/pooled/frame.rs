@@ -113,7 +113,9 @@ pub async fn read_answer<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Answer> 
         Some((Kind::Refuse, len)) if len <= MAX_REASON => {
             let mut reason = vec![0u8; len];
             r.read_exact(&mut reason).await?;
-            Ok(Answer::Refused(String::from_utf8_lossy(&reason).into_owned()))
+            Ok(Answer::Refused(
+                String::from_utf8_lossy(&reason).into_owned(),
+            ))
         }
         None => Err(io::ErrorKind::UnexpectedEof.into()),
         Some((kind, len)) => Err(invalid(format!(

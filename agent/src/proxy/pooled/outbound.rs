@@ -73,14 +73,28 @@ pub async fn handle(
             Ok(Answer::Refused(why)) => {
                 proxy.pool.put(key, conn);
                 let why = format!("the destination's proxy refused the stream: {why}");
-                return refuse(proxy, &downstream, info, RefusalReason::UpstreamConnect, why);
+                return refuse(
+                    proxy,
+                    &downstream,
+                    info,
+                    RefusalReason::UpstreamConnect,
+                    why,
+                );
             }
             // The server closed the idle connection as it was taken (idle timeout, restart): no
             // byte of the app was sent, so another connection can carry the stream.
-            Err(e) if reused => debug!(endpoint = %route.endpoint, error = %e, "pooled connection gone; trying another"),
+            Err(e) if reused => {
+                debug!(endpoint = %route.endpoint, error = %e, "pooled connection gone; trying another")
+            }
             Err(e) => {
                 let why = format!("opening a stream to {}: {e}", route.endpoint);
-                return refuse(proxy, &downstream, info, RefusalReason::UpstreamConnect, why);
+                return refuse(
+                    proxy,
+                    &downstream,
+                    info,
+                    RefusalReason::UpstreamConnect,
+                    why,
+                );
             }
         }
     };

@@ -87,7 +87,12 @@ impl<C: AsyncRead + Unpin> Pool<C> {
 
     #[cfg(test)]
     pub fn idle(&self) -> usize {
-        self.idle.lock().expect("pool lock").values().map(Vec::len).sum()
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 
@@ -110,7 +115,11 @@ mod tests {
             pod,
             destination: "10.0.0.7".parse().unwrap(),
             sni: None,
-            expected: vec!["spiffe://cluster.local/ns/a/sa/b".parse::<SpiffeId>().unwrap()],
+            expected: vec![
+                "spiffe://cluster.local/ns/a/sa/b"
+                    .parse::<SpiffeId>()
+                    .unwrap(),
+            ],
         }
     }
 
@@ -145,6 +154,11 @@ mod tests {
         pool.put(key(1), conn);
         pool.clear();
         let mut buf = [0u8; 1];
-        assert_eq!(tokio::io::AsyncReadExt::read(&mut peer, &mut buf).await.unwrap(), 0);
+        assert_eq!(
+            tokio::io::AsyncReadExt::read(&mut peer, &mut buf)
+                .await
+                .unwrap(),
+            0
+        );
     }
 }

@@ -6,11 +6,12 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, HEADER, Kind};
+use crate::proxy::buffers::{self, Buffer};
 
 /// Bytes per `Data` frame with its header: one frame is four full TLS records, which rustls seals
 /// and writes at once (its send buffer takes 64 KiB; a larger frame would cost a second, tiny
 /// record and syscall).
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = buffers::SIZE;
 
 /// Relays until both directions ended. `Ok` means the stream ended cleanly both ways and `conn` is
 /// ready for the next stream; on an error the connection must be dropped.
@@ -22,7 +23,7 @@ where
     let (mut conn_r, mut conn_w) = tokio::io::split(conn);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let outgoing = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = Buffer::take();
         loop {
             let n = match app_r.read(&mut buf[HEADER..]).await {
                 Ok(n) => n,
@@ -40,7 +41,7 @@ where
         }
     };
     let incoming = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = Buffer::take();
         loop {
             match frame::read_header(&mut conn_r).await? {
                 Some((Kind::Data, len)) => {
