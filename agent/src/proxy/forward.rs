@@ -6,9 +6,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::connections::ObservedConnection;
 
 /// Bytes moved per read and write in each direction. tokio's default (8 KiB) costs a TLS record
-/// and a syscall per 8 KiB on bulk transfers; 64 KiB lets rustls seal four full records into one
-/// `writev`.
-const COPY_BUFFER: usize = 64 * 1024;
+/// and a syscall per 8 KiB on bulk transfers; the pooled streams' buffer size lets rustls seal four
+/// full records into one `writev`.
+const COPY_BUFFER: usize = super::buffers::SIZE;
 
 /// How often a long-lived connection's bytes reach the metrics before it closes.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
