@@ -14,7 +14,6 @@ use crate::{
     admin::{AdminArgs, AdminState, Check, Readiness, Servers},
     capture::{Capture, CaptureConfig},
     cgroup,
-    connections::Telemetry,
     identity::{CertManager, Issuer, MeshCa},
     kube as k8s,
     metrics::{Metrics, ReloadResult},
@@ -22,6 +21,7 @@ use crate::{
     node_view::NodeView,
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
+    telemetry::Telemetry,
     workload::{Enroller, PodSpec, config_pods},
 };
 

@@ -4,7 +4,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use super::AccessLogEntry;
-use crate::connections::WorkloadRef;
+use crate::flow::WorkloadRef;
 
 fn workload(w: Option<&WorkloadRef>) -> (Value, Value) {
     match w {

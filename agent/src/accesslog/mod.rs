@@ -11,8 +11,8 @@ use std::{
 };
 
 use crate::{
-    connections::ConnectionInfo,
-    metrics::{ByteCount, RefusalReason, ResponseFlags},
+    flow::{ByteCount, ConnectionInfo},
+    metrics::{RefusalReason, ResponseFlags},
 };
 
 pub use format::{format_json, format_text};

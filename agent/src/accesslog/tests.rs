@@ -4,7 +4,7 @@ use std::{
 };
 
 use super::*;
-use crate::connections::tests::outbound_info;
+use crate::flow::fixtures::outbound_info;
 
 fn entry() -> AccessLogEntry {
     AccessLogEntry {

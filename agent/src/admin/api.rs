@@ -8,7 +8,7 @@ use super::{
     AdminSource, Readiness,
     http::{Body, json, method_not_allowed, not_found, respond, text},
 };
-use crate::{connections::Telemetry, logging::LogControl, metrics};
+use crate::{logging::LogControl, metrics, telemetry::Telemetry};
 
 /// What the admin API serves from.
 pub struct AdminState {

@@ -1,6 +1,7 @@
 //! HTTP servers: the admin API (loopback only: it exposes identities and live connections),
 //! Prometheus metrics, and readiness for the kubelet.
 mod api;
+pub mod client;
 mod http;
 mod model;
 mod readiness;

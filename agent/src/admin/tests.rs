@@ -6,12 +6,12 @@ use std::{
 use hyper::{Method, StatusCode};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
 
-use super::*;
+use super::{client::request, *};
 use crate::{
-    cli::client::request,
-    connections::{Telemetry, tests::outbound_info},
+    flow::fixtures::outbound_info,
     logging::{self, LogControl},
     metrics::Metrics,
+    telemetry::Telemetry,
 };
 
 struct FakeSource;

@@ -1,5 +1,4 @@
 //! `sockmesh status | certs | connections`: read-only views over the running agent's admin API.
-pub mod client;
 mod render;
 mod table;
 
@@ -9,7 +8,7 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    admin::{CertificateInfo, WorkloadStatus},
+    admin::{CertificateInfo, WorkloadStatus, client},
     connections::ConnectionSnapshot,
 };
 

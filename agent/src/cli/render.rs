@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime};
 use super::table::Table;
 use crate::{
     admin::{CertificateInfo, WorkloadStatus},
-    connections::{ConnectionSnapshot, Direction, WorkloadRef},
+    connections::ConnectionSnapshot,
+    flow::{Direction, WorkloadRef},
 };
 
 const NONE: &str = "-";

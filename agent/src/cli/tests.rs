@@ -3,8 +3,9 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::{
     admin::tests::{certificate, start, workload},
-    connections::{ConnectionSnapshot, tests::outbound_info},
-    metrics::ByteCount,
+    connections::ConnectionSnapshot,
+    flow::ByteCount,
+    flow::fixtures::outbound_info,
 };
 
 fn args(admin: std::net::SocketAddr, json: bool) -> ClientArgs {

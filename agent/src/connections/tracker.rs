@@ -11,8 +11,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectionInfo, Counted, counted::LiveBytes};
-use crate::metrics::ByteCount;
+use super::{Counted, counted::LiveBytes};
+use crate::flow::{ByteCount, ConnectionInfo};
 
 const SHARDS: usize = 16;
 

@@ -12,14 +12,7 @@ use prometheus_client::{
 };
 
 use super::labels::ConnectionLabels;
-
-/// Bytes moved on a connection, with Envoy's and Istio's meaning: `received` came from the
-/// source (request direction), `sent` went back to the source (response direction).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ByteCount {
-    pub received: u64,
-    pub sent: u64,
-}
+use crate::flow::ByteCount;
 
 /// The counters of one label set, shared by every connection with those labels.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use std::fmt::Write as _;
 
-use crate::connections::{ConnectionInfo, Direction, WireMode, WorkloadRef};
+use crate::flow::{ConnectionInfo, Direction, WireMode, WorkloadRef};
 
 /// Value Istio uses for a label it cannot fill.
 pub const UNKNOWN: &str = "unknown";

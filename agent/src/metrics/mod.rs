@@ -13,13 +13,13 @@ use prometheus_client::{
 };
 
 pub use bpf::Reader;
-pub use connection::{ByteCount, ConnectionMetrics};
+pub use connection::ConnectionMetrics;
 pub use labels::{
     ConnectionLabels, HandshakeLabels, IdentityLabels, RefusalReason, RefusedLabels, ReloadLabels,
     ReloadResult, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN,
 };
 
-use crate::connections::WireMode;
+use crate::flow::WireMode;
 
 /// Content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus scrapes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -1,5 +1,5 @@
 use super::*;
-use crate::connections::{Direction, WireMode, tests::outbound_info};
+use crate::flow::{ByteCount, Direction, WireMode, fixtures::outbound_info};
 
 const OPENED_SOURCE: &str = concat!(
     r#"istio_tcp_connections_opened_total{reporter="source","#,

@@ -6,7 +6,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::warn;
 
 use super::{Proxy, forward::reset};
-use crate::{connections::ConnectionInfo, metrics::RefusalReason, workload::EnrolledPod};
+use crate::{flow::ConnectionInfo, metrics::RefusalReason, workload::EnrolledPod};
 
 /// Accepts the pod's connections until the task is aborted (pod unenrolled, agent draining); each
 /// runs on its own task and counts as in flight until it ends.

@@ -3,7 +3,7 @@ use std::{future::Future, time::Duration};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::connections::ObservedConnection;
+use crate::telemetry::ObservedConnection;
 
 /// Bytes moved per read and write in each direction. tokio's default (8 KiB) costs a TLS record
 /// and a syscall per 8 KiB on bulk transfers; the pooled streams' buffer size lets rustls seal four

@@ -17,7 +17,7 @@ use super::{
     workload_ref,
 };
 use crate::{
-    connections::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
+    flow::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
     metrics::RefusalReason,
     policy::InboundMode,
     tls::{detect::Detected, detect::detect, mesh},

@@ -23,11 +23,11 @@ use std::{
 
 use crate::{
     capture::Capture,
-    connections::{Telemetry, WorkloadRef},
     identity::CertManager,
     policy::ConfigHandle,
     tls::origination::OriginationConfigs,
     workload::{EnrolledPod, WorkloadByCgroup},
+    {flow::WorkloadRef, telemetry::Telemetry},
 };
 
 pub use inbound::serve as serve_inbound;

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     capture::addr_key,
-    connections::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
+    flow::{ConnectionInfo, Destination, Direction, Source, WireMode, WorkloadRef},
     metrics::RefusalReason,
     policy::TlsMode,
     workload::EnrolledPod,

@@ -11,7 +11,7 @@ use super::{
     relay::relay,
 };
 use crate::{
-    connections::ConnectionInfo,
+    flow::ConnectionInfo,
     metrics::RefusalReason,
     policy::InboundMode,
     proxy::{Proxy, forward::observe, upstream::connect_in},

@@ -13,7 +13,7 @@ use super::{
     relay::relay,
 };
 use crate::{
-    connections::{ConnectionInfo, WireMode},
+    flow::{ConnectionInfo, WireMode},
     metrics::RefusalReason,
     proxy::{
         Proxy,

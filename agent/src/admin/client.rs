@@ -1,4 +1,5 @@
-//! GET against the agent's admin API with hyper's HTTP/1 client connection.
+//! The admin API's client: GET (and other methods, for tests) with hyper's HTTP/1 client
+//! connection. The CLI's read-only commands and the admin tests use it.
 use std::time::Duration;
 
 use bytes::Bytes;

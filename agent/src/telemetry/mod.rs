@@ -1,14 +1,13 @@
-//! [`Telemetry`]: the proxy's single entry point for observability. A connection is opened
+//! Telemetry: the proxy's single entry point for observability. A connection is opened
 //! (metrics + tracker) when forwarding starts and reported (bytes, close, access log) when its
 //! [`ObservedConnection`] drops, so aborted tasks are reported too.
 use std::{fmt::Display, sync::Arc, time::SystemTime};
 
-use super::{ConnectionGuard, ConnectionInfo, ConnectionTracker, Counted};
 use crate::{
     accesslog::{AccessLog, AccessLogEntry},
-    metrics::{
-        ByteCount, ConnectionLabels, ConnectionMetrics, Metrics, RefusalReason, ResponseFlags,
-    },
+    connections::{ConnectionGuard, ConnectionTracker, Counted},
+    flow::{ByteCount, ConnectionInfo},
+    metrics::{ConnectionLabels, ConnectionMetrics, Metrics, RefusalReason, ResponseFlags},
 };
 
 /// Metrics, live connections and access log of one agent.
@@ -115,3 +114,6 @@ impl Drop for ObservedConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
