@@ -22,7 +22,7 @@ use crate::{
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
     telemetry::Telemetry,
-    workload::{Enroller, PodSpec, config_pods},
+    workload::{Enroller, EnrollerParts, PodSpec, WorkloadByCgroup, config_pods},
 };
 
 /// Flags of `sockmesh run`. Every instance is scoped by its cgroup root, pin directory, node name
@@ -164,13 +164,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         handshake: args.handshake_timeout.into(),
         detect: args.detect_timeout.into(),
     };
+    let workloads = Arc::new(WorkloadByCgroup::default());
     let proxy = Arc::new(Proxy::new(
-        capture,
+        capture.clone(),
+        workloads.clone(),
         config.clone(),
-        certs.clone(),
         telemetry.clone(),
         timeouts,
-        args.mesh.trust_domain.clone(),
     ));
     let reaper = tokio::spawn({
         let proxy = proxy.clone();
@@ -178,7 +178,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let view = NodeView {
         node: args.node_name.clone(),
-        workloads: proxy.workloads.clone(),
+        workloads: workloads.clone(),
         certs: certs.clone(),
         config: config.clone(),
     };
@@ -193,7 +193,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
     info!(admin = %servers.admin_addr, metrics = %servers.metrics_addr, readiness = %servers.readiness_addr, "admin servers up");
-    let mut enroller = Enroller::new(proxy.clone(), mount, args.outbound_port, args.inbound_port);
+    let mut enroller = Enroller::new(EnrollerParts {
+        capture,
+        workloads,
+        certs: certs.clone(),
+        server: proxy.clone(),
+        trust_domain: args.mesh.trust_domain.clone(),
+        cgroup_mount: mount,
+        outbound_port: args.outbound_port,
+        inbound_port: args.inbound_port,
+    });
     let health = Health {
         metrics,
         readiness,

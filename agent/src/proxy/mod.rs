@@ -1,17 +1,20 @@
-//! The shared node proxy: per-pod listeners inside each pod's network namespace, outbound and
-//! inbound connection handling, and byte forwarding.
+//! The shared node proxy. Each enrolled pod's listeners are served here; one connection goes
+//! top-down through the tree as a value, stage by stage:
+//!
+//! - `accept`: a pod's listener hands over a socket; the handler's refusal, if any, is recorded
+//!   once (`refusal::record`).
+//! - `outbound/`: capture (original destination, source workload) → resolve (policy, endpoint,
+//!   expected identities) → secure (client TLS mode, or a stream on a `tunnel`) → forward.
+//! - `inbound/`: accept → classify (peek) → terminate mesh mTLS → **admit** (the one admission
+//!   function every arrival path calls) → forward to the app.
+//! - `tunnel/`: streams of many app connections over one mesh connection between two proxies.
+//! - `io/`: sockets in pod namespaces, byte forwarding, buffers.
 mod accept;
-mod buffered;
-mod buffers;
-mod client_tls;
-mod forward;
 mod inbound;
-pub mod listeners;
+mod io;
 mod outbound;
-mod pooled;
-mod route;
-mod splice;
-mod upstream;
+mod refusal;
+mod tunnel;
 
 use std::{
     sync::{
@@ -21,32 +24,29 @@ use std::{
     time::Duration,
 };
 
+use tokio::task::JoinHandle;
+
 use crate::{
     capture::Capture,
-    identity::CertManager,
+    flow::Direction,
     policy::ConfigHandle,
+    telemetry::Telemetry,
     tls::origination::OriginationConfigs,
-    workload::{EnrolledPod, WorkloadByCgroup},
-    {flow::WorkloadRef, telemetry::Telemetry},
+    workload::{EnrolledPod, PodListeners, ServePod, WorkloadByCgroup},
 };
 
-pub use inbound::serve as serve_inbound;
-pub use outbound::serve as serve_outbound;
-
-/// Everything a connection handler consults; shared by all pods' accept loops.
+/// What every connection handler consults; shared by all pods' accept loops.
 pub struct Proxy {
-    pub capture: Arc<Capture>,
-    pub workloads: Arc<WorkloadByCgroup>,
-    pub config: ConfigHandle,
-    pub certs: Arc<CertManager>,
-    pub origination: OriginationConfigs,
-    pub telemetry: Arc<Telemetry>,
-    pub timeouts: Timeouts,
-    pub trust_domain: String,
-    balancer: route::Balancer,
-    /// Idle pooled mesh connections of the client side.
-    pool: pooled::Pool<pooled::outbound::Pooled>,
-    /// Set when the agent drains: idle pooled connections close instead of waiting for streams.
+    capture: Arc<Capture>,
+    workloads: Arc<WorkloadByCgroup>,
+    config: ConfigHandle,
+    origination: OriginationConfigs,
+    telemetry: Arc<Telemetry>,
+    timeouts: Timeouts,
+    balancer: outbound::Balancer,
+    /// Idle tunnels (pooled mesh connections) of the client side.
+    tunnels: tunnel::Tunnels,
+    /// Set when the agent drains: idle tunnels close instead of waiting for streams.
     draining: tokio::sync::watch::Sender<bool>,
     /// Connections accepted and not yet finished, whatever their phase: what a drain waits for.
     in_flight: AtomicUsize,
@@ -64,23 +64,20 @@ pub struct Timeouts {
 impl Proxy {
     pub fn new(
         capture: Arc<Capture>,
+        workloads: Arc<WorkloadByCgroup>,
         config: ConfigHandle,
-        certs: Arc<CertManager>,
         telemetry: Arc<Telemetry>,
         timeouts: Timeouts,
-        trust_domain: String,
     ) -> Self {
         Self {
             capture,
-            workloads: Arc::default(),
+            workloads,
             config,
-            certs,
             origination: OriginationConfigs::new(),
             telemetry,
             timeouts,
-            trust_domain,
-            balancer: route::Balancer::default(),
-            pool: pooled::Pool::default(),
+            balancer: outbound::Balancer::default(),
+            tunnels: tunnel::Tunnels::default(),
             draining: tokio::sync::watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
         }
@@ -91,23 +88,23 @@ impl Proxy {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Closes every idle pooled connection and makes servers of pooled connections close theirs
-    /// as soon as their current stream ends, so a drain is not held up by idle connections.
+    /// Closes every idle tunnel and makes servers of tunnels close theirs as soon as their current
+    /// stream ends, so a drain is not held up by idle connections.
     pub fn start_drain(&self) {
         self.draining.send_replace(true);
-        self.pool.clear();
+        self.tunnels.clear();
     }
 
     fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
         self.draining.subscribe()
     }
 
-    /// Closes pooled connections that stayed idle too long, until the agent stops.
+    /// Closes tunnels that stayed idle too long, until the agent stops.
     pub async fn reap_idle_connections(&self) {
-        let mut tick = tokio::time::interval(pooled::IDLE_TIMEOUT / 4);
+        let mut tick = tokio::time::interval(tunnel::IDLE_TIMEOUT / 4);
         loop {
             tick.tick().await;
-            self.pool.reap();
+            self.tunnels.reap();
         }
     }
 
@@ -118,20 +115,44 @@ impl Proxy {
     }
 }
 
+impl ServePod for Proxy {
+    fn serve(
+        self: Arc<Self>,
+        pod: &Arc<EnrolledPod>,
+        listeners: PodListeners,
+    ) -> Vec<JoinHandle<()>> {
+        let PodListeners {
+            outbound_v4,
+            outbound_v6,
+            inbound_v4,
+            inbound_v6,
+            ..
+        } = listeners;
+        let outbound = std::iter::once(outbound_v4)
+            .chain(outbound_v6)
+            .map(|l| (l, Direction::Outbound));
+        let inbound = std::iter::once(inbound_v4)
+            .chain(inbound_v6)
+            .map(|l| (l, Direction::Inbound));
+        outbound
+            .chain(inbound)
+            .map(|(listener, direction)| {
+                tokio::spawn(accept::accept_loop(
+                    listener,
+                    direction,
+                    pod.clone(),
+                    self.clone(),
+                ))
+            })
+            .collect()
+    }
+}
+
 /// One accepted connection, counted in [`Proxy::in_flight`] while it lives.
 struct InFlight(Arc<Proxy>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// How metrics and logs name an enrolled pod.
-fn workload_ref(pod: &EnrolledPod) -> WorkloadRef {
-    WorkloadRef {
-        namespace: pod.spec.namespace.clone(),
-        name: pod.spec.name.clone(),
-        pod: pod.spec.name.clone(),
     }
 }

@@ -14,14 +14,13 @@ use sockmesh_common::{Addr, Workload};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::{EnrolledPod, PodSpec, WorkloadByCgroup};
+use super::{EnrolledPod, PodListeners, PodSpec, ServePod, WorkloadByCgroup};
 use crate::{
     capture::{Capture, addr_key},
     cgroup,
-    identity::SpiffeId,
+    identity::{CertManager, SpiffeId},
     netns::Netns,
     policy::PodKey,
-    proxy::{Proxy, listeners::PodListeners, serve_inbound, serve_outbound},
 };
 
 /// One enrolled pod and the accept loops serving it.
@@ -36,39 +35,41 @@ struct Enrollment {
     accept_loops: Vec<JoinHandle<()>>,
 }
 
+/// What enrollment works with: the capture maps, the registry the proxy reads, certificates,
+/// and what serves a pod's listeners.
+pub struct EnrollerParts {
+    pub capture: Arc<Capture>,
+    pub workloads: Arc<WorkloadByCgroup>,
+    pub certs: Arc<CertManager>,
+    pub server: Arc<dyn ServePod>,
+    pub trust_domain: String,
+    pub cgroup_mount: PathBuf,
+    pub outbound_port: u16,
+    pub inbound_port: u16,
+}
+
 /// Keeps the enrolled pods equal to the desired set.
 pub struct Enroller {
-    proxy: Arc<Proxy>,
-    cgroup_mount: PathBuf,
-    outbound_port: u16,
-    inbound_port: u16,
+    parts: EnrollerParts,
     enrolled: BTreeMap<String, Enrollment>,
     next_id: u32,
 }
 
 impl Enroller {
-    pub fn new(
-        proxy: Arc<Proxy>,
-        cgroup_mount: PathBuf,
-        outbound_port: u16,
-        inbound_port: u16,
-    ) -> Self {
+    pub fn new(parts: EnrollerParts) -> Self {
         Self {
-            proxy,
-            cgroup_mount,
-            outbound_port,
-            inbound_port,
+            parts,
             enrolled: BTreeMap::new(),
             next_id: 1,
         }
     }
 
     fn capture(&self) -> &Capture {
-        &self.proxy.capture
+        &self.parts.capture
     }
 
     fn workloads(&self) -> &WorkloadByCgroup {
-        &self.proxy.workloads
+        &self.parts.workloads
     }
 
     /// Enrolls new pods, re-enrolls changed ones, removes departed ones. A pod that fails to enroll
@@ -183,27 +184,28 @@ impl Enroller {
         let cgroup_ids = spec
             .cgroups
             .iter()
-            .map(|p| cgroup_id(&self.cgroup_mount, p))
+            .map(|p| cgroup_id(&self.parts.cgroup_mount, p))
             .collect::<anyhow::Result<Vec<u64>>>()?;
         anyhow::ensure!(!cgroup_ids.is_empty(), "pod has no container cgroup");
         // The certificate is issued now, not on the pod's first connection.
         let spiffe = SpiffeId::new(
-            &self.proxy.trust_domain,
+            &self.parts.trust_domain,
             &spec.namespace,
             &spec.service_account,
         )?;
         let identity = self
-            .proxy
+            .parts
             .certs
             .acquire(&spiffe)
             .with_context(|| format!("certificate for {spiffe}"))?;
-        let listeners = match PodListeners::bind(&netns, self.outbound_port, self.inbound_port) {
-            Ok(l) => l,
-            Err(e) => {
-                self.proxy.certs.release(&spiffe);
-                return Err(e);
-            }
-        };
+        let listeners =
+            match PodListeners::bind(&netns, self.parts.outbound_port, self.parts.inbound_port) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.parts.certs.release(&spiffe);
+                    return Err(e);
+                }
+            };
         let id = self.next_id;
         self.next_id += 1;
         let pod = Arc::new(EnrolledPod {
@@ -241,7 +243,7 @@ impl Enroller {
             .link_netns(&pod.netns)
             .context("linking sk_lookup")?;
         for root in pod_roots(&pod.spec.cgroups) {
-            let dir = cgroup::resolve(&self.cgroup_mount, root)?;
+            let dir = cgroup::resolve(&self.parts.cgroup_mount, root)?;
             let id = cgroup::cgroup_id(&dir)?;
             self.capture()
                 .link_pod_cgroup(&dir, id)
@@ -262,29 +264,7 @@ impl Enroller {
             self.capture().insert_pod_addr(addr, pod.id, inbound)?;
             e.addrs.push(addr);
         }
-        let PodListeners {
-            outbound_v4,
-            outbound_v6,
-            inbound_v4,
-            inbound_v6,
-            ..
-        } = listeners;
-        let proxy = &self.proxy;
-        e.accept_loops.push(tokio::spawn(serve_outbound(
-            outbound_v4,
-            pod.clone(),
-            proxy.clone(),
-        )));
-        e.accept_loops.extend(
-            outbound_v6.map(|l| tokio::spawn(serve_outbound(l, pod.clone(), proxy.clone()))),
-        );
-        e.accept_loops.push(tokio::spawn(serve_inbound(
-            inbound_v4,
-            pod.clone(),
-            proxy.clone(),
-        )));
-        e.accept_loops
-            .extend(inbound_v6.map(|l| tokio::spawn(serve_inbound(l, pod.clone(), proxy.clone()))));
+        e.accept_loops = self.parts.server.clone().serve(&pod, listeners);
         for &cgroup in cgroup_ids {
             self.workloads().insert(cgroup, pod.clone());
             e.cgroup_ids.push(cgroup);
@@ -292,7 +272,7 @@ impl Enroller {
                 cgroup,
                 Workload {
                     pod_id: pod.id,
-                    outbound_port: self.outbound_port,
+                    outbound_port: self.parts.outbound_port,
                     _pad: 0,
                 },
             )?;
@@ -303,7 +283,7 @@ impl Enroller {
     /// A container started or stopped: add or remove its cgroup in place, without touching the
     /// pod's listeners or open connections.
     fn update_cgroups(&mut self, key: &str, spec: &PodSpec) {
-        let mount = self.cgroup_mount.clone();
+        let mount = self.parts.cgroup_mount.clone();
         let ids: Vec<u64> = spec
             .cgroups
             .iter()
@@ -313,7 +293,7 @@ impl Enroller {
             return;
         };
         let pod = e.pod.clone();
-        let (capture, workloads) = (&self.proxy.capture, &self.proxy.workloads);
+        let (capture, workloads) = (&self.parts.capture, &self.parts.workloads);
         for gone in e.cgroup_ids.iter().filter(|id| !ids.contains(id)) {
             capture.remove_workload(*gone);
             workloads.remove(*gone);
@@ -322,7 +302,7 @@ impl Enroller {
             workloads.insert(new, pod.clone());
             let entry = Workload {
                 pod_id: pod.id,
-                outbound_port: self.outbound_port,
+                outbound_port: self.parts.outbound_port,
                 _pad: 0,
             };
             if let Err(err) = capture.insert_workload(new, entry) {
@@ -356,7 +336,7 @@ impl Enroller {
         for task in &e.accept_loops {
             task.abort();
         }
-        self.proxy.certs.release(e.pod.identity.id());
+        self.parts.certs.release(e.pod.identity.id());
     }
 }
 

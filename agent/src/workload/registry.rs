@@ -5,7 +5,7 @@ use std::{
 };
 
 use super::PodSpec;
-use crate::{identity::WorkloadIdentity, netns::Netns, policy::PodKey};
+use crate::{flow::WorkloadRef, identity::WorkloadIdentity, netns::Netns, policy::PodKey};
 
 /// An enrolled pod as the proxy sees it.
 pub struct EnrolledPod {
@@ -18,6 +18,17 @@ pub struct EnrolledPod {
     pub netns: Netns,
     /// Cookie of the pod's network namespace: part of the `CONNS` key of its connections.
     pub netns_cookie: u64,
+}
+
+impl EnrolledPod {
+    /// How metrics and logs name the pod.
+    pub fn workload_ref(&self) -> WorkloadRef {
+        WorkloadRef {
+            namespace: self.spec.namespace.clone(),
+            name: self.spec.name.clone(),
+            pod: self.spec.name.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for EnrolledPod {

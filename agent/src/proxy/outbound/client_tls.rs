@@ -1,17 +1,25 @@
-//! Applying the client-side TLS mode of a route to a connected upstream socket.
+//! The secure stage for a dedicated upstream: connect to the route's endpoint from the source
+//! pod's netns and apply the route's client TLS mode.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{
-    buffered::{BufferedTcp, buffered},
-    route::Route,
-};
+use super::{request::OutboundRequest, route::Route};
 use crate::{
-    identity::{SpiffeId, WorkloadIdentity},
+    identity::WorkloadIdentity,
+    metrics::RefusalReason,
     policy::{TlsMode, decision::CertSource},
+    proxy::{
+        Proxy,
+        io::{
+            buffered::{BufferedTcp, buffered},
+            upstream::connect_in,
+        },
+        refusal::Refusal,
+        tunnel::MeshConnection,
+    },
     tls::{
         mesh,
         origination::{self, OriginationConfigs, OriginationMode, OriginationSettings},
@@ -19,11 +27,11 @@ use crate::{
 };
 
 /// The upstream after the client TLS mode was applied.
-pub enum Upstream {
+pub enum Secured {
     /// DISABLE: the application's bytes as they are.
     Plain(TcpStream),
     /// ISTIO_MUTUAL: mesh mTLS with the source workload's identity; the server's verified identity.
-    Mesh(Box<TlsStream<BufferedTcp>>, SpiffeId),
+    Mesh(MeshConnection),
     /// SIMPLE or MUTUAL origination with the rule's certificates.
     Originated(Box<TlsStream<BufferedTcp>>),
 }
@@ -47,13 +55,42 @@ pub enum ClientTlsError {
     Timeout(SocketAddr),
 }
 
-pub async fn secure(
+/// A new upstream connection for the request, secured as its route says.
+pub async fn dial(proxy: &Proxy, request: &OutboundRequest) -> Result<Secured, Refusal> {
+    let route = &request.route;
+    let tcp = connect_in(
+        &request.source.netns,
+        route.endpoint,
+        proxy.timeouts.connect,
+    )
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            RefusalReason::UpstreamConnect,
+            format!("connect {}: {e}", route.endpoint),
+        )
+    })?;
+    let secured = secure(
+        tcp,
+        route,
+        &request.source.identity,
+        &proxy.origination,
+        proxy.timeouts.handshake,
+    )
+    .await;
+    secured.map_err(|e| {
+        proxy.telemetry.metrics.handshake_failed("upstream");
+        Refusal::new(RefusalReason::UpstreamHandshake, e)
+    })
+}
+
+async fn secure(
     tcp: TcpStream,
     route: &Route,
     source: &WorkloadIdentity,
     origination: &OriginationConfigs,
     timeout: Duration,
-) -> Result<Upstream, ClientTlsError> {
+) -> Result<Secured, ClientTlsError> {
     let client = &route.client;
     let sni = match server_name(client.sni.as_deref(), route.endpoint) {
         // Mesh identity is checked by SPIFFE ID, not by name: an SNI that is not a valid DNS name
@@ -65,17 +102,20 @@ pub async fn secure(
     };
     let handshake = async {
         match client.mode {
-            TlsMode::Disable => Ok(Upstream::Plain(tcp)),
+            TlsMode::Disable => Ok(Secured::Plain(tcp)),
             TlsMode::IstioMutual => {
                 let (tls, peer) =
                     mesh::connect(source.client_config(), sni, &route.expected, buffered(tcp))
                         .await?;
                 tracing::debug!(endpoint = %route.endpoint, kind = ?tls.get_ref().1.handshake_kind(), "mesh handshake");
-                Ok(Upstream::Mesh(Box::new(tls), peer))
+                Ok(Secured::Mesh(MeshConnection {
+                    tls: Box::new(tls),
+                    peer,
+                }))
             }
             TlsMode::Simple | TlsMode::Mutual => {
                 let config = origination.get(&settings(route)?)?;
-                Ok(Upstream::Originated(Box::new(
+                Ok(Secured::Originated(Box::new(
                     origination::connect(config, sni, buffered(tcp)).await?,
                 )))
             }

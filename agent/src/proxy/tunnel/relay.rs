@@ -6,7 +6,7 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, HEADER, Kind};
-use crate::proxy::buffers::{self, Buffer};
+use crate::proxy::io::buffers::{self, Buffer};
 
 /// Bytes per `Data` frame with its header: one frame is four full TLS records, which rustls seals
 /// and writes at once (its send buffer takes 64 KiB; a larger frame would cost a second, tiny
