@@ -9,10 +9,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, SockHash},
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
-        links::{FdLink, PinnedLink},
-    },
+    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
 };
 use sockmesh_common::{
     Addr, ConnKey, DIRECTION_INBOUND, DIRECTION_OUTBOUND, OrigDst, PodAddr, PortKey, Workload,
@@ -20,7 +17,7 @@ use sockmesh_common::{
 };
 use tracing::{info, warn};
 
-use super::{OriginalDst, PinLayout, sk_lookup};
+use super::{OriginalDst, PinLayout, pins::pin_replacing, sk_lookup};
 use crate::netns::Netns;
 
 /// What one agent instance captures: its cgroup subtree and pin directory scope everything.
@@ -264,25 +261,6 @@ fn attach_cgroup_program(
     let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
     let link: FdLink = prog.take_link(id)?.try_into()?;
     pin_replacing(link, &layout.link(name))
-}
-
-/// Pins `link` at `path`; a link already pinned there (an earlier agent's) is released only after
-/// the new one is attached, so there is no moment without capture.
-pub(super) fn pin_replacing(link: FdLink, path: &Path) -> anyhow::Result<()> {
-    let old = match PinnedLink::from_pin(path) {
-        Ok(pinned) => Some(
-            pinned
-                .unpin()
-                .with_context(|| format!("unpinning {}", path.display()))?,
-        ),
-        Err(_) => None,
-    };
-    link.pin(path)
-        .with_context(|| format!("pinning {}", path.display()))?;
-    if old.is_some() {
-        info!(pin = %path.display(), "took over pinned link");
-    }
-    Ok(())
 }
 
 fn sync_excluded_ports(

@@ -1,5 +1,10 @@
-//! Where sockmesh pins its maps and links in bpffs.
+//! Where sockmesh pins its maps and links in bpffs, and how a link is pinned over an earlier
+//! agent's.
 use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aya::programs::links::{FdLink, PinnedLink};
+use tracing::info;
 
 use sockmesh_common::MAP_LAYOUT_VERSION;
 
@@ -69,4 +74,23 @@ mod tests {
         assert_eq!(PinLayout::netns_inode_of(name), Some(4026532290));
         assert_eq!(PinLayout::netns_inode_of("connect4"), None);
     }
+}
+
+/// Pins `link` at `path`; a link already pinned there (an earlier agent's) is released only after
+/// the new one is attached, so there is no moment without capture.
+pub fn pin_replacing(link: FdLink, path: &Path) -> anyhow::Result<()> {
+    let old = match PinnedLink::from_pin(path) {
+        Ok(pinned) => Some(
+            pinned
+                .unpin()
+                .with_context(|| format!("unpinning {}", path.display()))?,
+        ),
+        Err(_) => None,
+    };
+    link.pin(path)
+        .with_context(|| format!("pinning {}", path.display()))?;
+    if old.is_some() {
+        info!(pin = %path.display(), "took over pinned link");
+    }
+    Ok(())
 }

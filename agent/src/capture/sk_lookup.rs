@@ -4,7 +4,7 @@ use std::fs;
 use aya::programs::{SkLookup, links::FdLink};
 use tracing::warn;
 
-use super::{PinLayout, loader::pin_replacing};
+use super::pins::{PinLayout, pin_replacing};
 use crate::netns::Netns;
 
 /// Attaches `prog` to the namespace and pins the link, replacing a link pinned earlier for it.

@@ -3,13 +3,15 @@
 //!
 //! 1. capture (`capture.rs`): original destination from the capture maps, source workload checked
 //!    by cgroup → [`request::Captured`];
-//! 2. resolve (`route.rs`): the policy's answer and the chosen endpoint → [`OutboundRequest`];
+//! 2. resolve (`resolve.rs`, balancing in `route.rs`): the policy's answer and the chosen
+//!    endpoint → [`OutboundRequest`];
 //! 3. secure: ISTIO_MUTUAL rides a tunnel stream when the peer proxy speaks it, anything else
 //!    gets its own upstream (`client_tls.rs`) → [`Upstream`];
 //! 4. forward: telemetry opened once from the request, bytes moved until both sides end.
 mod capture;
 mod client_tls;
 mod request;
+mod resolve;
 mod route;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -46,7 +48,7 @@ pub async fn handle(
         source: source.clone(),
         client,
     };
-    let request = match capture::recover(proxy, accepted).and_then(|c| route::resolve(proxy, c)) {
+    let request = match capture::recover(proxy, accepted).and_then(|c| resolve::resolve(proxy, c)) {
         Ok(request) => request,
         Err(refused) => return Err(refused.reset(downstream)),
     };

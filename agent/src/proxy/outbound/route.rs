@@ -1,43 +1,14 @@
-//! The resolve stage: the policy's answer for the original destination, and the endpoint the
-//! proxy picks itself (it balances a Service's endpoints, so it knows which endpoint, and which
-//! identity, it talks to).
+//! Choosing the upstream of an outbound connection from the resolver's answer: the proxy balances
+//! a Service's endpoints itself, so it knows which endpoint (and which identity) it talks to.
 use std::{
     net::SocketAddr,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use super::request::{Captured, OutboundRequest};
 use crate::{
     identity::SpiffeId,
-    metrics::RefusalReason,
     policy::{ClientTls, Destination, Endpoint, Outbound, Snapshot, TlsMode},
-    proxy::{
-        Proxy,
-        refusal::{Refusal, Refused},
-    },
 };
-
-/// The captured connection with its route; refused when the destination has no endpoint with an
-/// address (a Service without ready endpoints).
-pub fn resolve(proxy: &Proxy, captured: Captured) -> Result<OutboundRequest, Refused> {
-    let snapshot = proxy.config.current();
-    let outbound = snapshot.outbound(Some(&captured.source.key), captured.original);
-    let route = proxy.balancer.route(outbound, captured.original, &snapshot);
-    drop(snapshot);
-    match route {
-        Some(route) => Ok(OutboundRequest {
-            source: captured.source,
-            client: captured.client,
-            original: captured.original,
-            route,
-        }),
-        None => {
-            let why = format!("{} has no endpoint with an address", captured.original);
-            let refusal = Refusal::new(RefusalReason::UpstreamConnect, why);
-            Err(Refused::new(captured.info(), refusal))
-        }
-    }
-}
 
 /// Round-robin across endpoints; one counter for all services is enough to spread load.
 #[derive(Default)]
@@ -60,7 +31,7 @@ pub struct Route {
 impl Balancer {
     /// Picks an endpoint that has an address; `None` when the destination has none (a Service
     /// without ready endpoints).
-    fn route(
+    pub fn route(
         &self,
         outbound: Outbound,
         original: SocketAddr,
