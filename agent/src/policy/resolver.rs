@@ -230,112 +230,125 @@ impl Snapshot {
     }
 
     fn expand(&self, client: &Client<'_>, target: Target) -> Outbound {
-        let r = &self.resources;
         match target {
-            Target::Service { svc: s, port } => {
-                let svc = &r.services[s];
-                let sp = svc.port(port).cloned().unwrap_or_default();
-                let fqdn = self.service_fqdn(svc);
-                let d = self.dest(client, &fqdn, port, Some(svc.namespace()), sp.app_tls());
-                let endpoints = self.svc_endpoints[s]
-                    .iter()
-                    .filter_map(|p| {
-                        Some(self.pod_endpoint(client, &d, *p, sp.target_port_on(&r.pods[*p])?))
-                    })
-                    .collect();
-                let destination = Destination::Service {
-                    namespace: svc.namespace().to_owned(),
-                    name: svc.name().to_owned(),
-                    fqdn: fqdn.clone(),
-                    port,
-                    port_name: sp.name.clone(),
-                };
-                Outbound {
-                    destination,
-                    app_tls: d.app_tls,
-                    endpoints,
-                }
-            }
-            Target::Pod { pod: p, port } => {
-                let pod = &r.pods[p];
-                // A pod reached directly is still a service endpoint when one of its services targets
-                // this port; that service's host then selects the DestinationRule.
-                let via = self.pod_services[p].iter().find_map(|s| {
-                    let svc = &r.services[*s];
-                    let sp = svc
-                        .spec
-                        .ports
-                        .iter()
-                        .find(|sp| sp.target_port_on(pod) == Some(port))?;
-                    Some((
-                        self.service_fqdn(svc),
-                        sp.port,
-                        sp.app_tls(),
-                        svc.namespace(),
-                    ))
-                });
-                let ip = pod.ips().first().map(IpAddr::to_string).unwrap_or_default();
-                let (host, sport, app_tls, ns) = via.unwrap_or((ip, port, false, pod.namespace()));
-                let d = self.dest(client, &host, sport, Some(ns), app_tls);
-                let endpoint = self.pod_endpoint(client, &d, p, port);
-                let destination = Destination::Pod {
-                    pod: PodKey::new(pod.namespace(), pod.name()),
-                    port,
-                };
-                Outbound {
-                    destination,
-                    app_tls,
-                    endpoints: vec![endpoint],
-                }
-            }
+            Target::Service { svc, port } => self.service_outbound(client, svc, port),
+            Target::Pod { pod, port } => self.pod_outbound(client, pod, port),
             Target::Entry {
-                entry: e,
+                entry,
                 host,
                 port,
                 addr,
-            } => {
-                let se = &r.service_entries[e];
-                let sep = se
-                    .spec
-                    .ports
-                    .iter()
-                    .find(|p| p.number == port)
-                    .cloned()
-                    .unwrap_or_default();
-                let d = self.dest(
-                    client,
-                    &host,
-                    port,
-                    Some(se.metadata.namespace()),
-                    sep.app_tls(),
-                );
-                let mesh_external = se.spec.location == Location::MeshExternal;
-                let endpoint = self.external_endpoint(client, &d, mesh_external, addr);
-                let destination = Destination::ServiceEntry {
-                    namespace: se.metadata.namespace().to_owned(),
-                    name: se.metadata.name.clone(),
-                    host: host.clone(),
-                    port,
-                    location: se.spec.location,
-                };
-                Outbound {
-                    destination,
-                    app_tls: d.app_tls,
-                    endpoints: vec![endpoint],
-                }
-            }
+            } => self.entry_outbound(client, entry, &host, port, addr),
             Target::External { host, port, addr } => {
-                let d = self.dest(client, &host, port, None, false);
-                let endpoint = self.external_endpoint(client, &d, true, addr);
+                let rule = self.dest(client, &host, port, None, false);
+                let endpoint = self.external_endpoint(client, &rule, true, addr);
                 Outbound {
-                    destination: Destination::External {
-                        host: host.clone(),
-                        port,
-                    },
+                    destination: Destination::External { host, port },
                     app_tls: false,
                     endpoints: vec![endpoint],
                 }
             }
+        }
+    }
+
+    /// A Service port: every endpoint pod that has the target port.
+    fn service_outbound(&self, client: &Client<'_>, svc_index: usize, port: u16) -> Outbound {
+        let resources = &self.resources;
+        let svc = &resources.services[svc_index];
+        let svc_port = svc.port(port).cloned().unwrap_or_default();
+        let fqdn = self.service_fqdn(svc);
+        let rule = self.dest(
+            client,
+            &fqdn,
+            port,
+            Some(svc.namespace()),
+            svc_port.app_tls(),
+        );
+        let endpoints = self.svc_endpoints[svc_index]
+            .iter()
+            .filter_map(|&pod| {
+                let target_port = svc_port.target_port_on(&resources.pods[pod])?;
+                Some(self.pod_endpoint(client, &rule, pod, target_port))
+            })
+            .collect();
+        Outbound {
+            destination: Destination::Service {
+                namespace: svc.namespace().to_owned(),
+                name: svc.name().to_owned(),
+                fqdn: fqdn.clone(),
+                port,
+                port_name: svc_port.name.clone(),
+            },
+            app_tls: rule.app_tls,
+            endpoints,
+        }
+    }
+
+    /// A pod reached by its address. It is still a service endpoint when one of its services
+    /// targets this port; that service's host then selects the DestinationRule.
+    fn pod_outbound(&self, client: &Client<'_>, pod_index: usize, port: u16) -> Outbound {
+        let resources = &self.resources;
+        let pod = &resources.pods[pod_index];
+        let via_service = self.pod_services[pod_index].iter().find_map(|&s| {
+            let svc = &resources.services[s];
+            let svc_port = svc
+                .spec
+                .ports
+                .iter()
+                .find(|sp| sp.target_port_on(pod) == Some(port))?;
+            Some((
+                self.service_fqdn(svc),
+                svc_port.port,
+                svc_port.app_tls(),
+                svc.namespace(),
+            ))
+        });
+        let ip = pod.ips().first().map(IpAddr::to_string).unwrap_or_default();
+        let (host, host_port, app_tls, namespace) =
+            via_service.unwrap_or((ip, port, false, pod.namespace()));
+        let rule = self.dest(client, &host, host_port, Some(namespace), app_tls);
+        let endpoint = self.pod_endpoint(client, &rule, pod_index, port);
+        Outbound {
+            destination: Destination::Pod {
+                pod: PodKey::new(pod.namespace(), pod.name()),
+                port,
+            },
+            app_tls,
+            endpoints: vec![endpoint],
+        }
+    }
+
+    /// A ServiceEntry host and port.
+    fn entry_outbound(
+        &self,
+        client: &Client<'_>,
+        entry_index: usize,
+        host: &str,
+        port: u16,
+        addr: Option<SocketAddr>,
+    ) -> Outbound {
+        let entry = &self.resources.service_entries[entry_index];
+        let entry_port = entry
+            .spec
+            .ports
+            .iter()
+            .find(|p| p.number == port)
+            .cloned()
+            .unwrap_or_default();
+        let namespace = entry.metadata.namespace();
+        let rule = self.dest(client, host, port, Some(namespace), entry_port.app_tls());
+        let mesh_external = entry.spec.location == Location::MeshExternal;
+        let endpoint = self.external_endpoint(client, &rule, mesh_external, addr);
+        Outbound {
+            destination: Destination::ServiceEntry {
+                namespace: namespace.to_owned(),
+                name: entry.metadata.name.clone(),
+                host: host.to_owned(),
+                port,
+                location: entry.spec.location,
+            },
+            app_tls: rule.app_tls,
+            endpoints: vec![endpoint],
         }
     }
 

@@ -31,7 +31,6 @@ use crate::{
     flow::Direction,
     policy::ConfigHandle,
     telemetry::Telemetry,
-    tls::origination::OriginationConfigs,
     workload::{EnrolledPod, PodListeners, ServePod, WorkloadByCgroup},
 };
 
@@ -40,7 +39,8 @@ pub struct Proxy {
     capture: Arc<Capture>,
     workloads: Arc<WorkloadByCgroup>,
     config: ConfigHandle,
-    origination: OriginationConfigs,
+    /// Client TLS configs of DestinationRule SIMPLE/MUTUAL origination.
+    credentials: outbound::Credentials,
     telemetry: Arc<Telemetry>,
     timeouts: Timeouts,
     balancer: outbound::Balancer,
@@ -73,7 +73,7 @@ impl Proxy {
             capture,
             workloads,
             config,
-            origination: OriginationConfigs::new(),
+            credentials: outbound::Credentials::default(),
             telemetry,
             timeouts,
             balancer: outbound::Balancer::default(),

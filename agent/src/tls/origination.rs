@@ -2,10 +2,9 @@
 //!
 //! Configs are built once per distinct settings and cached; SNI is given per connection.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -220,7 +219,7 @@ fn roots_from_pem(
     Ok(Arc::new(roots))
 }
 
-/// Builds a client config; prefer [`OriginationConfigs::get`], which caches it.
+/// Builds a client config; `proxy::outbound::Credentials` caches what it builds.
 pub fn build(settings: &OriginationSettings) -> Result<ClientConfig, OriginationError> {
     let mode = settings.mode;
     let check = match (&settings.ca_certificates, settings.insecure_skip_verify) {
@@ -279,35 +278,6 @@ pub fn build(settings: &OriginationSettings) -> Result<ClientConfig, Origination
                 .with_client_auth_cert(chain, key)
                 .map_err(|source| OriginationError::Config { mode, source })
         }
-    }
-}
-
-/// Configs per distinct settings. The full settings are the map key, so the hash only picks the
-/// bucket and equal hashes of different inputs can never share a config.
-#[derive(Default)]
-pub struct OriginationConfigs {
-    cache: Mutex<HashMap<OriginationSettings, Arc<ClientConfig>>>,
-}
-
-impl OriginationConfigs {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn get(
-        &self,
-        settings: &OriginationSettings,
-    ) -> Result<Arc<ClientConfig>, OriginationError> {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(config) = cache.get(settings) {
-            return Ok(config.clone());
-        }
-        let config = Arc::new(build(settings)?);
-        cache.insert(settings.clone(), config.clone());
-        Ok(config)
     }
 }
 

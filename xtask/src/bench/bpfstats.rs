@@ -1,4 +1,4 @@
-//! How often the agents' BPF programs run per connection (issue 7 wants "a handful"), read from
+//! How often the agents' BPF programs run per connection (a handful is the goal), read from
 //! the kernel's own counters: `kernel.bpf_stats_enabled=1` makes `bpftool prog show` report
 //! run_cnt and run_time_ns. Enabled only around the runs it measures, since it costs two clock
 //! reads per program run.

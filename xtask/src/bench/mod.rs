@@ -36,7 +36,7 @@ pub struct BenchArgs {
     /// A smoke run of the whole harness: 1 round of 3 s, 50 pods for memory per pod.
     #[arg(long)]
     quick: bool,
-    /// Enroll 1,000 pods for memory per pod, as issue 7 asks (the default is 200).
+    /// Enroll 1,000 pods for memory per pod (the default is 200).
     #[arg(long)]
     full: bool,
     /// Pods enrolled for memory per pod (overrides --quick and --full).

@@ -1,5 +1,5 @@
 //! Turns the blocks into the report: medians over rounds and the median of per-round ratios to
-//! direct, as the issue-7 table (rows = metrics, columns = configurations), the issue-4 table for
+//! direct, as the main table (rows = metrics, columns = configurations), the goals table for
 //! ISTIO_MUTUAL, BPF runs per connection, memory per pod, and an SVG bar chart of the ratios.
 use std::fmt::Write as _;
 use std::fs;
@@ -23,7 +23,7 @@ enum Kind {
     Proxy,
 }
 
-/// An issue-7 target for sockmesh.
+/// A performance target for sockmesh.
 #[derive(Clone, Copy)]
 enum Goal {
     RatioAtLeast(f64),
@@ -304,7 +304,7 @@ fn mark(ok: Option<bool>) -> &'static str {
     }
 }
 
-/// Rows = metrics, columns = configurations, then issue 7's target and whether ISTIO_MUTUAL
+/// Rows = metrics, columns = configurations, then the target and whether ISTIO_MUTUAL
 /// meets it.
 fn main_table(results: &Results, out: &mut String) {
     let mtls = results.configs.contains(&Config::SockmeshMtls);
@@ -312,7 +312,7 @@ fn main_table(results: &Results, out: &mut String) {
     for config in &results.configs {
         let _ = write!(out, " {} |", config.title());
     }
-    let _ = writeln!(out, " issue-7 target | ISTIO_MUTUAL meets it |");
+    let _ = writeln!(out, " target | ISTIO_MUTUAL meets it |");
     let _ = writeln!(
         out,
         "|---|---|{}---|---|",
@@ -344,8 +344,8 @@ fn main_table(results: &Results, out: &mut String) {
     }
 }
 
-/// Issue 4's aims for ISTIO_MUTUAL, with the figures that answer them.
-fn issue4_table(results: &Results, out: &mut String) {
+/// The goals set for ISTIO_MUTUAL (latency, throughput, CPU), with the figures that answer them.
+fn mtls_goals_table(results: &Results, out: &mut String) {
     let config = Config::SockmeshMtls;
     let find = |label: &str| {
         METRICS
@@ -588,7 +588,7 @@ pub fn markdown(results: &Results, svg_name: &str) -> String {
         let _ = writeln!(
             out,
             "Agent memory per enrolled pod: {} KiB ({} pods on one agent: RSS {} MB with none, {} MB \
-             with all; issue-7 target ≤ {} KiB: {}).\n",
+             with all; target ≤ {} KiB: {}).\n",
             number(per_pod),
             memory.pods,
             number(memory.baseline_mb),
@@ -598,8 +598,8 @@ pub fn markdown(results: &Results, svg_name: &str) -> String {
         );
     }
     if results.configs.contains(&Config::SockmeshMtls) {
-        out.push_str("## Issue 4: ISTIO_MUTUAL\n\n");
-        issue4_table(results, &mut out);
+        out.push_str("## ISTIO_MUTUAL against its goals\n\n");
+        mtls_goals_table(results, &mut out);
         out.push('\n');
     }
     out.push_str(

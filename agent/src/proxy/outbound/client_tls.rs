@@ -1,16 +1,16 @@
 //! The secure stage for a dedicated upstream: connect to the route's endpoint from the source
 //! pod's netns and apply the route's client TLS mode.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{request::OutboundRequest, route::Route};
+use super::{credentials::Credentials, request::OutboundRequest, route::Route};
 use crate::{
     identity::WorkloadIdentity,
     metrics::RefusalReason,
-    policy::{TlsMode, decision::CertSource},
+    policy::TlsMode,
     proxy::{
         Proxy,
         io::{
@@ -22,7 +22,7 @@ use crate::{
     },
     tls::{
         mesh,
-        origination::{self, OriginationConfigs, OriginationMode, OriginationSettings},
+        origination::{self},
     },
 };
 
@@ -74,7 +74,7 @@ pub async fn dial(proxy: &Proxy, request: &OutboundRequest) -> Result<Secured, R
         tcp,
         route,
         &request.source.identity,
-        &proxy.origination,
+        &proxy.credentials,
         proxy.timeouts.handshake,
     )
     .await;
@@ -88,7 +88,7 @@ async fn secure(
     tcp: TcpStream,
     route: &Route,
     source: &WorkloadIdentity,
-    origination: &OriginationConfigs,
+    credentials: &Credentials,
     timeout: Duration,
 ) -> Result<Secured, ClientTlsError> {
     let client = &route.client;
@@ -114,7 +114,7 @@ async fn secure(
                 }))
             }
             TlsMode::Simple | TlsMode::Mutual => {
-                let config = origination.get(&settings(route)?)?;
+                let config = credentials.config(client).await?;
                 Ok(Secured::Originated(Box::new(
                     origination::connect(config, sni, buffered(tcp)).await?,
                 )))
@@ -136,40 +136,5 @@ fn server_name(
             ServerName::try_from(name.to_owned()).map_err(|_| ClientTlsError::Sni(name.to_owned()))
         }
         None => Ok(ServerName::IpAddress(endpoint.ip().into())),
-    }
-}
-
-fn settings(route: &Route) -> Result<OriginationSettings, ClientTlsError> {
-    let c = &route.client;
-    Ok(OriginationSettings {
-        mode: if c.mode == TlsMode::Mutual {
-            OriginationMode::Mutual
-        } else {
-            OriginationMode::Simple
-        },
-        ca_certificates: pem("caCertificates", c.ca_certificates.as_ref())?,
-        client_certificate: pem("clientCertificate", c.client_certificate.as_ref())?,
-        private_key: pem("privateKey", c.private_key.as_ref())?,
-        subject_alt_names: c.subject_alt_names.clone(),
-        insecure_skip_verify: c.insecure_skip_verify,
-    })
-}
-
-fn pem(
-    field: &'static str,
-    source: Option<&CertSource>,
-) -> Result<Option<Vec<u8>>, ClientTlsError> {
-    match source {
-        None => Ok(None),
-        Some(CertSource::Pem(bytes)) => Ok(Some(Arc::unwrap_or_clone(bytes.clone()))),
-        Some(CertSource::File(path)) => {
-            std::fs::read(path)
-                .map(Some)
-                .map_err(|source| ClientTlsError::Read {
-                    field,
-                    path: path.clone(),
-                    source,
-                })
-        }
     }
 }

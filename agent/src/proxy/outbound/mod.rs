@@ -10,6 +10,7 @@
 //! 4. forward: telemetry opened once from the request, bytes moved until both sides end.
 mod capture;
 mod client_tls;
+mod credentials;
 mod request;
 mod resolve;
 mod route;
@@ -32,6 +33,7 @@ use super::{
 };
 use crate::{flow::WireMode, policy::TlsMode, workload::EnrolledPod};
 
+pub use credentials::Credentials;
 pub use request::OutboundRequest;
 pub use route::Balancer;
 
