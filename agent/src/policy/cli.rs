@@ -31,6 +31,10 @@ pub struct MeshArgs {
     /// Trust domain of SPIFFE identities.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Another trust domain whose principals authorization policies treat as ours (repeatable,
+    /// or comma-separated).
+    #[arg(long = "trust-domain-alias", value_delimiter = ',')]
+    pub trust_domain_aliases: Vec<String>,
     /// Cluster DNS domain of Service FQDNs.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -45,6 +49,7 @@ impl MeshArgs {
         MeshSettings {
             root_namespace: self.root_namespace.clone(),
             trust_domain: self.trust_domain.clone(),
+            trust_domain_aliases: self.trust_domain_aliases.clone(),
             auto_mtls: self.auto_mtls,
             cluster_domain: self.cluster_domain.clone(),
         }
