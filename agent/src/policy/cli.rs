@@ -81,6 +81,10 @@ pub struct ExplainArgs {
     /// Destination HOST:PORT: service (short, name.ns, FQDN), cluster IP, pod IP or external host.
     #[arg(long)]
     pub to: String,
+    /// Source address for authorization `ipBlocks`: the client's when it is `external`, or one
+    /// that replaces the client pod's IP.
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
     /// Endpoint pod (NAMESPACE/POD) the top-level fields describe.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -117,7 +121,13 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let endpoint = args.endpoint.as_deref().map(pod_key).transpose()?;
     let snap = args.config.snapshot()?;
-    let report = explain(&snap, from.as_ref(), &args.to, endpoint.as_ref())?;
+    let report = explain(
+        &snap,
+        from.as_ref(),
+        args.source_ip,
+        &args.to,
+        endpoint.as_ref(),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
