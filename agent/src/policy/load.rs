@@ -280,7 +280,9 @@ fn decode<T: DeserializeOwned + HasMeta>(
     out: &mut Vec<T>,
 ) -> Result<Vec<String>, (Option<String>, String)> {
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    // serde_ignored writes `?` for each `Option` on the way; users never see those levels.
+    let mut record =
+        |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", ""));
     let de = serde_ignored::Deserializer::new(value, &mut record);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(obj) => {

@@ -28,6 +28,7 @@
 //! How fields and matchers behave at L4 is documented in [`compile`] and [`matcher`], which
 //! policies apply to a pod in [`index`].
 
+pub(crate) mod check;
 mod compile;
 mod index;
 mod matcher;
