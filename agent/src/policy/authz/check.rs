@@ -49,6 +49,9 @@ fn selects_nothing(snap: &Snapshot, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// A pod's enforced CUSTOM, DENY and ALLOW policy lists: equal lists, equal decisions.
+type Enforced<'a> = (&'a [u32], &'a [u32], &'a [u32]);
+
 /// A mesh pod as a caller.
 struct Caller {
     key: PodKey,
@@ -72,7 +75,7 @@ fn unreachable(snap: &Snapshot, out: &mut Vec<Diagnostic>) {
         })
         .collect();
     // Pods with the same enforced policies get the same answer: judge one of each group.
-    let mut groups: HashMap<(&[u32], &[u32], &[u32]), Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<Enforced<'_>, Vec<usize>> = HashMap::new();
     for (i, a) in snap.authz.by_pod.iter().enumerate() {
         if !a.allow.is_empty() && snap.pod_in_mesh[i] {
             groups
