@@ -222,9 +222,13 @@ impl AuthzIndex {
             let reason = match v.action {
                 AuthzAction::Allow => "allowed: no ALLOW policy applies".to_owned(),
                 AuthzAction::Deny => format!(
-                    "denied: {} ALLOW {} apply and no rule matched",
+                    "denied: {} ALLOW {} and no rule matched",
                     v.allows,
-                    if v.allows == 1 { "policy" } else { "policies" }
+                    if v.allows == 1 {
+                        "policy applies"
+                    } else {
+                        "policies apply"
+                    }
                 ),
             };
             return (None, None, reason);

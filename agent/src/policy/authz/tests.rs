@@ -95,17 +95,23 @@ fn decide(s: &Snapshot, c: &Conn) -> AuthzDecision {
     )
 }
 
-/// (policies, connection, action, deciding policy, rule).
-type Case = (
-    String,
-    Conn,
-    AuthzAction,
-    Option<&'static str>,
-    Option<usize>,
-);
+/// Action, deciding policy and rule.
+type Expect = (AuthzAction, Option<&'static str>, Option<usize>);
+const ALLOWED: Expect = (Allow, None, None);
+const DENIED: Expect = (Deny, None, None);
+const ALLOW_P0: Expect = (Allow, Some("a/p"), Some(0));
+const DENY_P0: Expect = (Deny, Some("a/p"), Some(0));
+
+/// (policies, connection, expected).
+type Case = (String, Conn, Expect);
+
+/// Policy `a/p` with a flow-style spec.
+fn pol(spec: &str) -> String {
+    ap("a", "p", "", spec)
+}
 
 fn run(cases: Vec<Case>) {
-    for (i, (policies, conn, action, policy, rule)) in cases.into_iter().enumerate() {
+    for (i, (policies, conn, (action, policy, rule))) in cases.into_iter().enumerate() {
         let d = decide(&snap(&policies), &conn);
         assert_eq!(d.action, action, "case {i}: {d:?}\n{policies}");
         assert_eq!(d.policy.as_deref(), policy, "case {i}: {d:?}");
@@ -139,44 +145,30 @@ fn precedence_and_empty_forms() {
         "{action: CUSTOM, provider: {name: x}, rules: [{}]}",
     );
     run(vec![
-        (String::new(), FROM_CLIENT, Allow, None, None),
-        (ap("a", "nothing", "", "{}"), FROM_CLIENT, Deny, None, None),
+        (String::new(), FROM_CLIENT, ALLOWED),
+        (ap("a", "nothing", "", "{}"), FROM_CLIENT, DENIED),
         (
             allow_all.clone(),
             FROM_CLIENT,
-            Allow,
-            Some("a/allow-all"),
-            Some(0),
+            (Allow, Some("a/allow-all"), Some(0)),
         ),
         (
             format!("{allow_all}{deny_all}"),
             FROM_CLIENT,
-            Deny,
-            Some("a/deny-all"),
-            Some(0),
+            (Deny, Some("a/deny-all"), Some(0)),
         ),
         // A DENY without rules never matches.
-        (
-            ap("a", "d", "", "{action: DENY}"),
-            FROM_CLIENT,
-            Allow,
-            None,
-            None,
-        ),
+        (ap("a", "d", "", "{action: DENY}"), FROM_CLIENT, ALLOWED),
         (
             format!("{deny_all}{custom}"),
             FROM_CLIENT,
-            Deny,
-            Some("a/ext"),
-            Some(0),
+            (Deny, Some("a/ext"), Some(0)),
         ),
         // CUSTOM without rules matches nothing, so nothing fails closed.
         (
             ap("a", "ext", "", "{action: CUSTOM, provider: {name: x}}"),
             FROM_CLIENT,
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
         // HTTP-only rules of a CUSTOM policy are dropped at L4: it matches everything.
         (
@@ -187,9 +179,7 @@ fn precedence_and_empty_forms() {
                 "{action: CUSTOM, provider: {name: x}, rules: [{to: [{operation: {paths: [/admin]}}]}]}",
             ),
             FROM_CLIENT,
-            Deny,
-            Some("a/ext"),
-            Some(0),
+            (Deny, Some("a/ext"), Some(0)),
         ),
         // Two ALLOW policies: the first that matches (canonical order) decides.
         (
@@ -204,9 +194,7 @@ fn precedence_and_empty_forms() {
                 )
             ),
             FROM_CLIENT,
-            Allow,
-            Some("a/m"),
-            Some(1),
+            (Allow, Some("a/m"), Some(1)),
         ),
     ]);
 }
@@ -214,135 +202,68 @@ fn precedence_and_empty_forms() {
 #[test]
 fn principals_and_namespaces_come_from_the_verified_identity() {
     let allow = |field: &str, v: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{rules: [{{from: [{{source: {{{field}: [\"{v}\"]}}}}]}}]}}"),
-        )
+        pol(&format!(
+            "{{rules: [{{from: [{{source: {{{field}: [\"{v}\"]}}}}]}}]}}"
+        ))
     };
     let deny = |field: &str, v: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{action: DENY, rules: [{{from: [{{source: {{{field}: [\"{v}\"]}}}}]}}]}}"),
-        )
+        pol(&format!(
+            "{{action: DENY, rules: [{{from: [{{source: {{{field}: [\"{v}\"]}}}}]}}]}}"
+        ))
     };
     let plain = from(None, "10.0.2.1");
     let db = from(Some(DB), "10.0.1.2");
-    let p = Some("a/p");
     run(vec![
         (
             allow("principals", "cluster.local/ns/b/sa/client"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             allow("principals", "cluster.local/ns/b/sa/client"),
             db,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             allow("principals", "cluster.local/ns/b/sa/client"),
             from(None, "10.0.2.1"),
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // Written with the URI scheme it never matches: principals have no spiffe:// prefix.
-        (allow("principals", CLIENT), FROM_CLIENT, Deny, None, None),
+        (allow("principals", CLIENT), FROM_CLIENT, DENIED),
         (
             allow("principals", "cluster.local/ns/b/*"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
-        (
-            allow("principals", "*/sa/client"),
-            FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
-        ),
-        (
-            allow("principals", "*/sa/web"),
-            FROM_CLIENT,
-            Deny,
-            None,
-            None,
-        ),
-        (allow("principals", "*"), FROM_CLIENT, Allow, p, Some(0)),
-        (
-            allow("principals", "*"),
-            from(None, "10.0.2.1"),
-            Deny,
-            None,
-            None,
-        ),
+        (allow("principals", "*/sa/client"), FROM_CLIENT, ALLOW_P0),
+        (allow("principals", "*/sa/web"), FROM_CLIENT, DENIED),
+        (allow("principals", "*"), FROM_CLIENT, ALLOW_P0),
+        (allow("principals", "*"), from(None, "10.0.2.1"), DENIED),
         // The classic "require mTLS" DENY: plaintext has no principal, so notPrincipals matches.
-        (
-            deny("notPrincipals", "*"),
-            from(None, "10.0.2.1"),
-            Deny,
-            p,
-            Some(0),
-        ),
-        (deny("notPrincipals", "*"), FROM_CLIENT, Allow, None, None),
+        (deny("notPrincipals", "*"), from(None, "10.0.2.1"), DENY_P0),
+        (deny("notPrincipals", "*"), FROM_CLIENT, ALLOWED),
         (
             deny("notPrincipals", "cluster.local/ns/a/*"),
             FROM_CLIENT,
-            Deny,
-            p,
-            Some(0),
+            DENY_P0,
         ),
-        (allow("namespaces", "b"), FROM_CLIENT, Allow, p, Some(0)),
-        (
-            allow("namespaces", "b"),
-            from(None, "10.0.2.1"),
-            Deny,
-            None,
-            None,
-        ),
-        (
-            allow("namespaces", "*"),
-            from(None, "10.0.2.1"),
-            Deny,
-            None,
-            None,
-        ),
-        (allow("namespaces", "*"), FROM_CLIENT, Allow, p, Some(0)),
-        (allow("namespaces", "b*"), FROM_CLIENT, Allow, p, Some(0)),
-        (allow("namespaces", "a"), FROM_CLIENT, Deny, None, None),
-        (deny("notNamespaces", "a"), FROM_CLIENT, Deny, p, Some(0)),
-        (deny("notNamespaces", "a"), db, Allow, None, None),
-        (deny("notNamespaces", "a"), plain, Deny, p, Some(0)),
-        (
-            allow("serviceAccounts", "b/client"),
-            FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
-        ),
+        (allow("namespaces", "b"), FROM_CLIENT, ALLOW_P0),
+        (allow("namespaces", "b"), from(None, "10.0.2.1"), DENIED),
+        (allow("namespaces", "*"), from(None, "10.0.2.1"), DENIED),
+        (allow("namespaces", "*"), FROM_CLIENT, ALLOW_P0),
+        (allow("namespaces", "b*"), FROM_CLIENT, ALLOW_P0),
+        (allow("namespaces", "a"), FROM_CLIENT, DENIED),
+        (deny("notNamespaces", "a"), FROM_CLIENT, DENY_P0),
+        (deny("notNamespaces", "a"), db, ALLOWED),
+        (deny("notNamespaces", "a"), plain, DENY_P0),
+        (allow("serviceAccounts", "b/client"), FROM_CLIENT, ALLOW_P0),
         // A bare name means the policy's namespace (a).
-        (
-            allow("serviceAccounts", "client"),
-            FROM_CLIENT,
-            Deny,
-            None,
-            None,
-        ),
+        (allow("serviceAccounts", "client"), FROM_CLIENT, DENIED),
         (
             deny("notServiceAccounts", "db"),
             from(Some(DB), "10.0.1.2"),
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
     ]);
 }
@@ -350,217 +271,123 @@ fn principals_and_namespaces_come_from_the_verified_identity() {
 #[test]
 fn ip_blocks_and_ports() {
     let allow = |source: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{rules: [{{from: [{{source: {{{source}}}}}]}}]}}"),
-        )
+        pol(&format!(
+            "{{rules: [{{from: [{{source: {{{source}}}}}]}}]}}"
+        ))
     };
-    let to = |op: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{rules: [{{to: [{{operation: {{{op}}}}}]}}]}}"),
-        )
-    };
-    let p = Some("a/p");
+    let to = |op: &str| pol(&format!("{{rules: [{{to: [{{operation: {{{op}}}}}]}}]}}"));
     run(vec![
-        (
-            allow("ipBlocks: [10.0.2.0/24]"),
-            FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
-        ),
+        (allow("ipBlocks: [10.0.2.0/24]"), FROM_CLIENT, ALLOW_P0),
         (
             allow("ipBlocks: [10.0.2.0/24]"),
             from(Some(CLIENT), "10.0.3.1"),
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
-        (
-            allow("ipBlocks: [10.0.2.1]"),
-            FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
-        ),
-        (allow("ipBlocks: [10.0.2.2]"), FROM_CLIENT, Deny, None, None),
+        (allow("ipBlocks: [10.0.2.1]"), FROM_CLIENT, ALLOW_P0),
+        (allow("ipBlocks: [10.0.2.2]"), FROM_CLIENT, DENIED),
         (
             allow("ipBlocks: [10.0.0.0/8], notIpBlocks: [10.0.2.1]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             allow("remoteIpBlocks: [10.0.2.0/24]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             allow("notRemoteIpBlocks: [10.0.2.0/24]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // Source fields are ANDed; two sources are ORed.
         (
             allow("ipBlocks: [10.0.2.1], namespaces: [a]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{rules: [{from: [{source: {namespaces: [a]}}, {source: {ipBlocks: [10.0.2.1]}}]}]}",
             ),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         // An unparsable block drops the ALLOW rule ...
         (
             allow("ipBlocks: [not-an-ip, 10.0.2.1]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // ... but is only ignored in a DENY rule, which then matches everything.
         (
-            ap(
-                "a",
-                "p",
-                "",
-                "{action: DENY, rules: [{from: [{source: {ipBlocks: [nope]}}]}]}",
-            ),
+            pol("{action: DENY, rules: [{from: [{source: {ipBlocks: [nope]}}]}]}"),
             FROM_CLIENT,
-            Deny,
-            p,
-            Some(0),
+            DENY_P0,
         ),
-        (to("ports: [\"8080\"]"), port(8080), Allow, p, Some(0)),
-        (to("ports: [\"8080\"]"), port(9090), Deny, None, None),
-        (to("ports: [8080, 9090]"), port(9090), Allow, p, Some(0)),
-        (to("notPorts: [\"8080\"]"), port(8080), Deny, None, None),
-        (to("notPorts: [\"8080\"]"), port(9090), Allow, p, Some(0)),
-        (to("ports: [http]"), port(8080), Deny, None, None),
+        (to("ports: [\"8080\"]"), port(8080), ALLOW_P0),
+        (to("ports: [\"8080\"]"), port(9090), DENIED),
+        (to("ports: [8080, 9090]"), port(9090), ALLOW_P0),
+        (to("notPorts: [\"8080\"]"), port(8080), DENIED),
+        (to("notPorts: [\"8080\"]"), port(9090), ALLOW_P0),
+        (to("ports: [http]"), port(8080), DENIED),
     ]);
 }
 
 #[test]
 fn http_only_fields_in_allow_and_deny() {
-    let p = Some("a/p");
     run(vec![
         // ALLOW: a rule with HTTP-only fields never matches, even with matching L4 fields.
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{rules: [{from: [{source: {principals: [\"*\"]}}], to: [{operation: {methods: [GET]}}]}]}",
             ),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{rules: [{to: [{operation: {methods: [GET]}}]}, {from: [{source: {namespaces: [b]}}]}]}",
             ),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(1),
+            (Allow, Some("a/p"), Some(1)),
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
-                "{rules: [{from: [{source: {requestPrincipals: [\"*\"]}}]}]}",
-            ),
+            pol("{rules: [{from: [{source: {requestPrincipals: [\"*\"]}}]}]}"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
-                "{rules: [{when: [{key: \"request.headers[x]\", values: [y]}]}]}",
-            ),
+            pol("{rules: [{when: [{key: \"request.headers[x]\", values: [y]}]}]}"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // DENY: the HTTP-only conditions are dropped and the rest applies.
         (
-            ap(
-                "a",
-                "p",
-                "",
-                "{action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}",
-            ),
+            pol("{action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}"),
             FROM_CLIENT,
-            Deny,
-            p,
-            Some(0),
+            DENY_P0,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{action: DENY, rules: [{from: [{source: {namespaces: [a]}}], to: [{operation: {methods: [POST], ports: [\"8080\"]}}]}]}",
             ),
             FROM_CLIENT,
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{action: DENY, rules: [{from: [{source: {namespaces: [b]}}], to: [{operation: {notMethods: [GET]}}]}]}",
             ),
             FROM_CLIENT,
-            Deny,
-            p,
-            Some(0),
+            DENY_P0,
         ),
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{action: DENY, rules: [{when: [{key: \"request.auth.claims[iss]\", values: [x]}, {key: source.namespace, values: [a]}]}]}",
             ),
             FROM_CLIENT,
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
     ]);
 }
@@ -568,14 +395,10 @@ fn http_only_fields_in_allow_and_deny() {
 #[test]
 fn when_conditions() {
     let when = |key: &str, values: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{rules: [{{when: [{{key: {key}, {values}}}]}}]}}"),
-        )
+        pol(&format!(
+            "{{rules: [{{when: [{{key: {key}, {values}}}]}}]}}"
+        ))
     };
-    let p = Some("a/p");
     let sni = Conn {
         sni: Some("outbound_.8080_._.web.a.svc.cluster.local"),
         ..FROM_CLIENT
@@ -584,126 +407,82 @@ fn when_conditions() {
         (
             when("source.ip", "values: [10.0.2.0/24]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("source.ip", "notValues: [10.0.2.1]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             when("remote.ip", "values: [10.0.2.1]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("source.namespace", "values: [b]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("source.namespace", "values: [b]"),
             from(None, "10.0.2.1"),
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             when("source.principal", "values: [cluster.local/ns/b/sa/client]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("source.principal", "notValues: [\"*\"]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             when("destination.ip", "values: [10.0.1.1]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("destination.ip", "values: [10.0.1.2]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             when("destination.port", "values: [\"8080\"]"),
             FROM_CLIENT,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("destination.port", "notValues: [\"8080\"]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         (
             when("connection.sni", "values: [\"outbound_.8080_*\"]"),
             sni,
-            Allow,
-            p,
-            Some(0),
+            ALLOW_P0,
         ),
         (
             when("connection.sni", "values: [\"*\"]"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // An unknown key makes the rule invalid for every action.
+        (when("source.colour", "values: [red]"), FROM_CLIENT, DENIED),
         (
-            when("source.colour", "values: [red]"),
+            pol("{action: DENY, rules: [{when: [{key: source.colour, values: [red]}]}]}"),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
-        ),
-        (
-            ap(
-                "a",
-                "p",
-                "",
-                "{action: DENY, rules: [{when: [{key: source.colour, values: [red]}]}]}",
-            ),
-            FROM_CLIENT,
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
         // Every condition must hold.
         (
-            ap(
-                "a",
-                "p",
-                "",
+            pol(
                 "{rules: [{when: [{key: source.namespace, values: [b]}, {key: destination.port, values: [\"1\"]}]}]}",
             ),
             FROM_CLIENT,
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
     ]);
 }
@@ -728,40 +507,20 @@ fn selectors_and_the_root_namespace() {
     };
     run(vec![
         // Root namespace without selector: mesh-wide.
-        (
-            ap("istio-system", "n", "", "{}"),
-            to_client,
-            Deny,
-            None,
-            None,
-        ),
+        (ap("istio-system", "n", "", "{}"), to_client, DENIED),
         // Root namespace with a selector: matching workloads in every namespace.
-        (
-            nothing("istio-system", "app: web"),
-            FROM_CLIENT,
-            Deny,
-            None,
-            None,
-        ),
-        (
-            nothing("istio-system", "app: web"),
-            to_db,
-            Allow,
-            None,
-            None,
-        ),
+        (nothing("istio-system", "app: web"), FROM_CLIENT, DENIED),
+        (nothing("istio-system", "app: web"), to_db, ALLOWED),
         // Elsewhere a selector only selects in its own namespace.
-        (nothing("b", "app: web"), FROM_CLIENT, Allow, None, None),
-        (nothing("a", "app: web"), FROM_CLIENT, Deny, None, None),
+        (nothing("b", "app: web"), FROM_CLIENT, ALLOWED),
+        (nothing("a", "app: web"), FROM_CLIENT, DENIED),
         (
             nothing("a", "app: web"),
             Conn {
                 to: "a/db",
                 ..FROM_CLIENT
             },
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
         // An empty matchLabels selects the whole namespace.
         (
@@ -770,9 +529,7 @@ fn selectors_and_the_root_namespace() {
                 to: "a/db",
                 ..FROM_CLIENT
             },
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
         // targetRef policies never attach to workloads.
         (
@@ -783,9 +540,7 @@ fn selectors_and_the_root_namespace() {
                 "{targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}}",
             ),
             FROM_CLIENT,
-            Allow,
-            None,
-            None,
+            ALLOWED,
         ),
         // An unknown pod is denied.
         (
@@ -794,9 +549,7 @@ fn selectors_and_the_root_namespace() {
                 to: "a/ghost",
                 ..FROM_CLIENT
             },
-            Deny,
-            None,
-            None,
+            DENIED,
         ),
     ]);
 }
@@ -892,12 +645,9 @@ fn trust_domain_aliases() {
         ..MeshSettings::default()
     };
     let allow = |p: &str| {
-        ap(
-            "a",
-            "p",
-            "",
-            &format!("{{rules: [{{from: [{{source: {{principals: [\"{p}\"]}}}}]}}]}}"),
-        )
+        pol(&format!(
+            "{{rules: [{{from: [{{source: {{principals: [\"{p}\"]}}}}]}}]}}"
+        ))
     };
     let peer = |id: &'static str| from(Some(id), "10.0.2.1");
     let cases = [
