@@ -1,14 +1,15 @@
 //! Policy resolver at cluster scale: 10,000 pods, 2,000 services, 2,000 policies (1,000
 //! PeerAuthentications, 1,000 DestinationRules) in 100 namespaces. Measures one outbound plus one
-//! inbound decision, and a full reload (parse YAML + build indexes).
+//! inbound decision, and a full reload (parse YAML + build indexes). The authorization case adds
+//! 2,000 AuthorizationPolicies (20 per namespace) and measures one inbound authorization.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sockmesh_agent::policy::load::load_str;
-use sockmesh_agent::policy::{MeshSettings, PodKey, Snapshot};
+use sockmesh_agent::policy::{AuthzAction, AuthzRequest, MeshSettings, PodKey, Snapshot};
 
 const NAMESPACES: usize = 100;
 const PODS_PER_NS: usize = 100;
@@ -58,6 +59,39 @@ fn cluster_yaml() -> String {
     y
 }
 
+/// Per namespace: one namespace-wide DENY, 18 ALLOW policies for `svc1..svc18` (a principal, an
+/// IP block, a port and a condition in rule 0, a namespace prefix in rule 1), one dry-run DENY.
+fn authz_yaml() -> String {
+    let mut y = String::new();
+    for n in 0..NAMESPACES {
+        let ns = format!("ns{n}");
+        let head = |name: &str, meta: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}{meta}}}\nspec:"
+            )
+        };
+        let _ = writeln!(
+            y,
+            "{} {{action: DENY, rules: [{{from: [{{source: {{namespaces: [\"blocked*\"]}}}}]}}]}}\n---",
+            head("deny-blocked", "")
+        );
+        for k in 1..19 {
+            let _ = writeln!(
+                y,
+                "{} {{selector: {{matchLabels: {{app: svc{k}}}}}, rules: [{{from: [{{source: {{principals: [cluster.local/ns/ns{}/sa/sa{k}]}}}}, {{source: {{ipBlocks: [10.{n}.0.0/16]}}}}], to: [{{operation: {{ports: [\"8080\"]}}}}], when: [{{key: source.namespace, notValues: [ns99]}}]}}, {{from: [{{source: {{namespaces: [\"ns4*\"]}}}}]}}]}}\n---",
+                head(&format!("allow-svc{k}"), ""),
+                (n + 1) % NAMESPACES
+            );
+        }
+        let _ = writeln!(
+            y,
+            "{} {{action: DENY, rules: [{{to: [{{operation: {{notPorts: [\"8080\"]}}}}]}}]}}\n---",
+            head("dry-deny", ", annotations: {istio.io/dry-run: \"true\"}")
+        );
+    }
+    y
+}
+
 fn build(yaml: &str) -> Snapshot {
     Snapshot::from_report(load_str(yaml), MeshSettings::default()).expect("valid benchmark config")
 }
@@ -75,6 +109,21 @@ fn bench(c: &mut Criterion) {
             let inb = snap.inbound(black_box(&server), black_box(8080));
             black_box((out, inb))
         })
+    });
+    let with_authz = build(&format!("{yaml}{}", authz_yaml()));
+    assert_eq!(with_authz.resources.authorization_policies.len(), 2_000);
+    let req = AuthzRequest {
+        principal: Some("spiffe://cluster.local/ns/ns42/sa/sa7"),
+        source_ip: "10.42.0.8".parse::<IpAddr>().unwrap(),
+        destination_ip: "10.77.0.4".parse::<IpAddr>().unwrap(),
+        destination_port: 8080,
+        sni: None,
+    };
+    let d = with_authz.authorize(&server, &req);
+    assert_eq!((d.action, d.rule), (AuthzAction::Allow, Some(1)), "{d:?}");
+    assert!(d.dry_run.is_some());
+    c.bench_function("inbound authorization decision", |b| {
+        b.iter(|| black_box(with_authz.authorize(black_box(&server), black_box(&req))))
     });
     let mut group = c.benchmark_group("reload");
     group.sample_size(10);

@@ -25,7 +25,7 @@ enum Command {
     Certs(cli::ClientArgs),
     /// Show a running agent's open connections, with mode and peer identity.
     Connections(cli::ClientArgs),
-    /// Explain the TLS decision for one connection and which resources made it.
+    /// Explain the TLS and authorization decisions for one connection and which resources made them.
     Explain(policy_cli::ExplainArgs),
     /// Validate the configuration and report misconfigurations with stable codes.
     Check(policy_cli::CheckArgs),

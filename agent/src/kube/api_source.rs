@@ -20,8 +20,9 @@ use tracing::{info, warn};
 use super::api_state::{ApiState, WatchId, WatchStore};
 
 /// Istio kinds, watched only when the cluster serves them (a missing CRD is not an error).
-const ISTIO_KINDS: [(&str, &str); 5] = [
+const ISTIO_KINDS: [(&str, &str); 6] = [
     ("security.istio.io", "PeerAuthentication"),
+    ("security.istio.io", "AuthorizationPolicy"),
     ("networking.istio.io", "DestinationRule"),
     ("networking.istio.io", "ServiceEntry"),
     ("authentication.istio.io", "MeshPolicy"),

@@ -20,6 +20,7 @@ pub fn resources(state: &ApiState) -> Resources {
         destination_rules: parse(state, "DestinationRule"),
         mesh_policies: parse(state, "MeshPolicy"),
         policies: parse(state, "Policy"),
+        authorization_policies: parse(state, "AuthorizationPolicy"),
     };
     r.canonicalize();
     r

@@ -5,6 +5,7 @@
 //! depends only on the client's namespace and labels) towards every Service port. A pod outside the
 //! mesh declares what it calls with the annotation `sockmesh.io/calls: "HOST:PORT,..."`; that is how
 //! the configuration "shows such a caller" for [`Code::StrictWithNonMeshCaller`].
+//! AuthorizationPolicy findings (SM12xx) come from [`super::authz::check`].
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ pub fn check(snap: &Snapshot) -> Vec<Diagnostic> {
     resource_checks(snap, &mut out);
     traffic_checks(snap, &mut out);
     non_mesh_callers(snap, &mut out);
+    super::authz::check::findings(snap, &mut out);
     out.sort();
     out.dedup();
     out
@@ -393,6 +395,97 @@ metadata: {name: caller, namespace: test3, annotations: {sockmesh.io/calls: "htt
                 "{want:?} not in {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn authorization_findings() {
+        let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: a, labels: {app: db}}
+spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: a}
+spec: {selector: {matchLabels: {app: web}}, action: CUSTOM, provider: {name: x}, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: http, namespace: a}
+spec: {selector: {matchLabels: {app: web}}, rules: [{to: [{operation: {methods: [GET]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: foreign, namespace: a}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules: [{from: [{source: {principals: [elsewhere.example/ns/a/sa/web]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ghost, namespace: a}
+spec: {selector: {matchLabels: {app: ghost}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: colour, namespace: a}
+spec: {action: DENY, rules: [{when: [{key: source.colour, values: [red]}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gw, namespace: a}
+spec: {targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-from-db, namespace: a}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/default]}}], to: [{operation: {ports: ["9999"]}}]}]
+"#;
+        let findings = check(&snapshot(yaml));
+        let found: Vec<_> = findings
+            .iter()
+            .map(|d| (d.code.as_str(), d.location.resource.clone().unwrap().name))
+            .collect();
+        for want in [
+            ("SM1201", "ext"),
+            ("SM1202", "http"),
+            ("SM1203", "web"),
+            ("SM1203", "db"),
+            ("SM1204", "foreign"),
+            ("SM1205", "ghost"),
+            ("SM1206", "colour"),
+            ("SM1207", "gw"),
+        ] {
+            assert!(
+                found.contains(&(want.0, want.1.to_owned())),
+                "{want:?} not in {found:?}"
+            );
+        }
+        let http = findings
+            .iter()
+            .find(|d| d.code.as_str() == "SM1202")
+            .unwrap();
+        assert_eq!(http.location.field.as_deref(), Some("spec.rules[0]"));
+        assert!(
+            http.message.contains("operation.methods"),
+            "{}",
+            http.message
+        );
+        assert!(!found.contains(&("SM1205", "gw".to_owned())), "{found:?}");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct MeshArgs {
     /// Trust domain of SPIFFE identities.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Another trust domain whose principals authorization policies treat as ours (repeatable,
+    /// or comma-separated).
+    #[arg(long = "trust-domain-alias", value_delimiter = ',')]
+    pub trust_domain_aliases: Vec<String>,
     /// Cluster DNS domain of Service FQDNs.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -45,6 +49,7 @@ impl MeshArgs {
         MeshSettings {
             root_namespace: self.root_namespace.clone(),
             trust_domain: self.trust_domain.clone(),
+            trust_domain_aliases: self.trust_domain_aliases.clone(),
             auto_mtls: self.auto_mtls,
             cluster_domain: self.cluster_domain.clone(),
         }
@@ -76,6 +81,10 @@ pub struct ExplainArgs {
     /// Destination HOST:PORT: service (short, name.ns, FQDN), cluster IP, pod IP or external host.
     #[arg(long)]
     pub to: String,
+    /// Source address for authorization `ipBlocks`: the client's when it is `external`, or one
+    /// that replaces the client pod's IP.
+    #[arg(long)]
+    pub source_ip: Option<std::net::IpAddr>,
     /// Endpoint pod (NAMESPACE/POD) the top-level fields describe.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -112,7 +121,13 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let endpoint = args.endpoint.as_deref().map(pod_key).transpose()?;
     let snap = args.config.snapshot()?;
-    let report = explain(&snap, from.as_ref(), &args.to, endpoint.as_ref())?;
+    let report = explain(
+        &snap,
+        from.as_ref(),
+        args.source_ip,
+        &args.to,
+        endpoint.as_ref(),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -36,6 +36,20 @@ pub enum Code {
     ShadowedPolicy,
     DoubleTls,
     LegacyPolicyNotDefault,
+    /// CUSTOM AuthorizationPolicy: no external authorizer, fails closed (error).
+    AuthzCustomUnsupported,
+    /// HTTP-only fields in an AuthorizationPolicy, evaluated on TCP connections (warning).
+    AuthzHttpOnly,
+    /// ALLOW policies leave a workload reachable from no in-mesh caller (warning).
+    AuthzUnreachable,
+    /// A principal in a trust domain that is neither ours nor an alias (warning).
+    AuthzForeignTrustDomain,
+    /// An AuthorizationPolicy that applies to no pod (warning).
+    AuthzSelectsNothing,
+    /// A `when` key Istio does not know: the rule is skipped (error).
+    AuthzUnknownKey,
+    /// `targetRef(s)`: only for gateways and waypoints, never applies to a workload (warning).
+    AuthzTargetRef,
 }
 
 impl Code {
@@ -56,6 +70,13 @@ impl Code {
             Code::ShadowedPolicy => "SM1009",
             Code::DoubleTls => "SM1010",
             Code::LegacyPolicyNotDefault => "SM1011",
+            Code::AuthzCustomUnsupported => "SM1201",
+            Code::AuthzHttpOnly => "SM1202",
+            Code::AuthzUnreachable => "SM1203",
+            Code::AuthzForeignTrustDomain => "SM1204",
+            Code::AuthzSelectsNothing => "SM1205",
+            Code::AuthzUnknownKey => "SM1206",
+            Code::AuthzTargetRef => "SM1207",
         }
     }
 }

@@ -168,6 +168,7 @@ fn parse_into(text: &str, file: Option<&Path>, report: &mut LoadReport) {
 /// Istio kinds we model, to tell an unsupported version from an unrelated kind.
 const ISTIO_KINDS: &[(&str, &str)] = &[
     ("security.istio.io", "PeerAuthentication"),
+    ("security.istio.io", "AuthorizationPolicy"),
     ("networking.istio.io", "DestinationRule"),
     ("networking.istio.io", "ServiceEntry"),
     ("authentication.istio.io", "MeshPolicy"),
@@ -210,6 +211,9 @@ fn parse_object(value: Value, mut location: Location, report: &mut LoadReport) {
         ("", "Secret") => decode(value, &kind, &mut res.secrets),
         ("security.istio.io", "PeerAuthentication") if supported(&["v1beta1", "v1"]) => {
             decode(value, &kind, &mut res.peer_authentications)
+        }
+        ("security.istio.io", "AuthorizationPolicy") if supported(&["v1beta1", "v1"]) => {
+            decode(value, &kind, &mut res.authorization_policies)
         }
         ("networking.istio.io", "DestinationRule") if supported(&["v1alpha3", "v1beta1", "v1"]) => {
             decode(value, &kind, &mut res.destination_rules)
@@ -276,7 +280,9 @@ fn decode<T: DeserializeOwned + HasMeta>(
     out: &mut Vec<T>,
 ) -> Result<Vec<String>, (Option<String>, String)> {
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    // serde_ignored writes `?` for each `Option` on the way; users never see those levels.
+    let mut record =
+        |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", ""));
     let de = serde_ignored::Deserializer::new(value, &mut record);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(obj) => {
@@ -319,6 +325,7 @@ has_meta!(
     super::model::Secret,
     super::model::ServiceEntry,
     super::model::PeerAuthentication,
+    super::model::AuthorizationPolicy,
     super::model::DestinationRule,
     super::model::MeshPolicy,
     super::model::Policy

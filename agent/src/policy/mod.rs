@@ -1,5 +1,5 @@
-//! TLS policy: Istio's PeerAuthentication / DestinationRule (and legacy MeshPolicy / Policy)
-//! semantics for sockmesh, resolved per connection.
+//! TLS and authorization policy: Istio's PeerAuthentication / DestinationRule (and legacy
+//! MeshPolicy / Policy) and AuthorizationPolicy semantics for sockmesh, resolved per connection.
 //!
 //! # Using it from the agent
 //!
@@ -11,11 +11,14 @@
 //!   - [`Snapshot::outbound`]`(Option<&PodKey>, SocketAddr) -> Outbound` on the client side: the
 //!     destination, whether the port carries application TLS, and per endpoint the upstream
 //!     address, pod, mesh membership, SPIFFE identity, server mode and [`decision::ClientTls`]
-//!     (mode, SNI, SANs, certificate sources, which resource decided) with the expected outcome.
+//!     (mode, SNI, SANs, certificate sources, which resource decided) with the expected outcome;
+//!   - [`Snapshot::authorize`]`(&PodKey, &AuthzRequest) -> AuthzDecision` on the server side,
+//!     once per inbound connection, with the verified peer identity (see [`authz`]).
 //! - Capture: [`Snapshot::pods_on_node`] yields mesh pods; [`model::Pod`] exposes IPs, service
 //!   account, [`model::Pod::spiffe_id`], [`model::Pod::cgroup_paths`] and [`model::Pod::netns_path`].
 //! - Changes: [`watch::ConfigHandle::subscribe`] gives a `tokio::sync::watch::Receiver`.
 
+pub mod authz;
 pub mod auto_mtls;
 pub mod check;
 pub mod cli;
@@ -32,6 +35,7 @@ pub mod resolver;
 pub mod snapshot;
 pub mod watch;
 
+pub use authz::{AuthzAction, AuthzDecision, AuthzRequest, DryRunOutcome};
 pub use decision::{ClientTls, Destination, Endpoint, Inbound, Outbound};
 pub use model::{InboundMode, Pod, PodKey, TlsMode};
 pub use snapshot::{MeshSettings, Snapshot};

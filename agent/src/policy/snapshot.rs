@@ -2,7 +2,8 @@
 //!
 //! Everything a per-connection decision needs is precomputed or hashed here (pods by IP and key,
 //! services by cluster IP and FQDN, entries by address and host, rules by namespace and host, and each
-//! pod's composed PeerAuthentication and legacy policy), so decisions never scan the policy lists.
+//! pod's composed PeerAuthentication, legacy policy and applicable AuthorizationPolicies), so
+//! decisions never scan the policy lists.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::authz::{AuthzIndex, TrustBundle};
 use super::auto_mtls::Credential;
 use super::destination_rule::DestinationRuleIndex;
 use super::diagnostic::{Code, Diagnostic, Severity};
@@ -23,6 +25,9 @@ use super::peer_authn::{PeerAuthnIndex, PeerPolicy};
 pub struct MeshSettings {
     pub root_namespace: String,
     pub trust_domain: String,
+    /// Trust domains treated as ours in authorization principals (meshConfig
+    /// `trustDomainAliases`).
+    pub trust_domain_aliases: Vec<String>,
     pub auto_mtls: bool,
     /// DNS suffix of Service FQDNs (`<svc>.<ns>.svc.<cluster_domain>`).
     pub cluster_domain: String,
@@ -33,6 +38,7 @@ impl Default for MeshSettings {
         Self {
             root_namespace: "istio-system".into(),
             trust_domain: "cluster.local".into(),
+            trust_domain_aliases: Vec::new(),
             auto_mtls: true,
             cluster_domain: "cluster.local".into(),
         }
@@ -61,6 +67,7 @@ pub struct Snapshot {
     pub(super) se_by_host: HashMap<String, usize>,
     pub(super) dest_rules: DestinationRuleIndex,
     pub(super) credentials: HashMap<(String, String), Credential>,
+    pub(super) authz: AuthzIndex,
 }
 
 impl Snapshot {
@@ -224,6 +231,7 @@ impl Snapshot {
 
         let dest_rules =
             DestinationRuleIndex::build(&r.destination_rules, &settings.cluster_domain);
+        let authz = authz_index(r, &settings);
         Self {
             pod_by_key,
             pod_by_ip,
@@ -240,6 +248,7 @@ impl Snapshot {
             se_by_host,
             dest_rules,
             credentials,
+            authz,
             settings,
             resources,
             diagnostics,
@@ -304,6 +313,21 @@ impl Snapshot {
         }
         Some(cred)
     }
+}
+
+/// Compiles the AuthorizationPolicies and lists, per pod, the ones that apply.
+fn authz_index(r: &Resources, settings: &MeshSettings) -> AuthzIndex {
+    let domains = std::iter::once(&settings.trust_domain)
+        .chain(&settings.trust_domain_aliases)
+        .map(String::as_str)
+        .collect();
+    let bundle = TrustBundle { domains };
+    AuthzIndex::build(
+        &r.authorization_policies,
+        &r.pods,
+        &settings.root_namespace,
+        &bundle,
+    )
 }
 
 fn fqdn(svc: &Service, domain: &str) -> String {

@@ -97,3 +97,57 @@ fn directory_is_read_recursively_in_order() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(load_path(Path::new("/nonexistent/sockmesh")).has_errors());
 }
+
+#[test]
+fn authorization_policy_loads_with_paths_in_findings() {
+    let dir = std::env::temp_dir().join(format!("sockmesh-load-authz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("authz.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: ok, namespace: a, annotations: {istio.io/dry-run: "true"}}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/b/sa/c], principalz: [x]}}]
+    to: [{operation: {ports: [8080, "9090"], methods: [GET]}}]
+    when: [{key: source.ip, values: [10.0.0.0/8]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: a}
+spec: {action: MAYBE}
+"#,
+    )
+    .unwrap();
+    let report = load_path(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let policies = &report.resources.authorization_policies;
+    assert_eq!(policies.len(), 1);
+    let rule = policies[0].spec.rules[0].as_ref().unwrap();
+    let op = rule.to[0].operation.as_ref().unwrap();
+    assert_eq!(op.ports, ["8080", "9090"]);
+    let warning = report
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::UnknownField)
+        .expect("unknown field warning");
+    assert!(
+        warning
+            .location
+            .field
+            .as_deref()
+            .is_some_and(|f| f == "spec.rules.0.from.0.source.principalz"),
+        "{warning}"
+    );
+    let err = report.errors().next().expect("parse error");
+    let text = err.to_string();
+    assert_eq!(err.location.field.as_deref(), Some("spec.action"), "{text}");
+    assert_eq!(err.location.document, Some(1));
+    for part in ["AuthorizationPolicy a/bad", "authz.yaml"] {
+        assert!(text.contains(part), "{text}");
+    }
+}

@@ -1,13 +1,15 @@
 //! The in-memory resource model: Kubernetes and Istio kinds as `kubectl get -o yaml` prints them.
 //!
-//! Only the fields that TLS decisions read are modelled; the loader knows which other fields are
-//! legitimate (and stays quiet about them) and warns about the rest.
+//! Only the fields that TLS and authorization decisions read are modelled; the loader knows which
+//! other fields are legitimate (and stays quiet about them) and warns about the rest.
 
+pub mod authorization;
 pub mod core;
 pub mod meta;
 pub mod networking;
 pub mod security;
 
+pub use self::authorization::{AuthorizationPolicy, AuthzPolicyAction};
 pub use self::core::{IntOrString, Namespace, Pod, Secret, Service, ServicePort};
 pub use self::meta::{ObjectMeta, PodKey, ResourceRef, WorkloadSelector};
 pub use self::networking::{
@@ -28,6 +30,7 @@ pub struct Resources {
     pub destination_rules: Vec<DestinationRule>,
     pub mesh_policies: Vec<MeshPolicy>,
     pub policies: Vec<Policy>,
+    pub authorization_policies: Vec<AuthorizationPolicy>,
 }
 
 impl Resources {
@@ -48,5 +51,6 @@ impl Resources {
         by_key(&mut self.destination_rules, |x| &x.metadata);
         by_key(&mut self.mesh_policies, |x| &x.metadata);
         by_key(&mut self.policies, |x| &x.metadata);
+        by_key(&mut self.authorization_policies, |x| &x.metadata);
     }
 }
