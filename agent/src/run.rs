@@ -176,6 +176,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let proxy = proxy.clone();
         async move { proxy.reap_idle_connections().await }
     });
+    let revoker = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.revoke_on_policy_change().await }
+    });
     let view = NodeView {
         node: args.node_name.clone(),
         workloads: workloads.clone(),
@@ -212,6 +216,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     enroll_until_shutdown(&mut enroller, pods, &health).await?;
     drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
     reaper.abort();
+    revoker.abort();
     Ok(())
 }
 

@@ -199,6 +199,12 @@ pub enum ReloadResult {
     failure,
 }
 
+/// `sockmesh_authorization_*` labels: the AuthorizationPolicy that decided, as `namespace/name`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
 /// `sockmesh_config_reloads_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {

@@ -15,8 +15,8 @@ use prometheus_client::{
 pub use bpf::Reader;
 pub use connection::ConnectionMetrics;
 pub use labels::{
-    ConnectionLabels, HandshakeLabels, IdentityLabels, RefusalReason, RefusedLabels, ReloadLabels,
-    ReloadResult, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN,
+    ConnectionLabels, HandshakeLabels, IdentityLabels, PolicyLabels, RefusalReason, RefusedLabels,
+    ReloadLabels, ReloadResult, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN,
 };
 
 use crate::flow::WireMode;
@@ -34,6 +34,8 @@ pub struct Metrics {
     enrolled_workloads: Gauge,
     config_reloads: Family<ReloadLabels, Counter>,
     access_log_dropped: Counter,
+    dry_run_denials: Family<PolicyLabels, Counter>,
+    revoked: Family<PolicyLabels, Counter>,
     bpf: Arc<bpf::BpfCollector>,
 }
 
@@ -84,6 +86,18 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let dry_run_denials = Family::default();
+        registry.register(
+            "sockmesh_authorization_dry_run_denials",
+            "Connections a dry-run AuthorizationPolicy would have denied (they were not denied)",
+            Family::clone(&dry_run_denials),
+        );
+        let revoked = Family::default();
+        registry.register(
+            "sockmesh_authorization_revoked_connections",
+            "Open connections closed because a changed AuthorizationPolicy denies them",
+            Family::clone(&revoked),
+        );
         let bpf = Arc::new(bpf::BpfCollector::default());
         registry.register_collector(Box::new(bpf.clone()));
         Self {
@@ -95,6 +109,8 @@ impl Metrics {
             enrolled_workloads,
             config_reloads,
             access_log_dropped,
+            dry_run_denials,
+            revoked,
             bpf,
         }
     }
@@ -149,6 +165,22 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// A connection a dry-run policy would have denied.
+    pub fn dry_run_denied(&self, policy: &str) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        self.dry_run_denials.get_or_create(&labels).inc();
+    }
+
+    /// An open connection closed because `policy` (or the lack of a matching ALLOW) denies it now.
+    pub fn connection_revoked(&self, policy: &str) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        self.revoked.get_or_create(&labels).inc();
     }
 
     /// Counter the access-log writer increments when it drops a line.

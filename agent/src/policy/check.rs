@@ -5,7 +5,7 @@
 //! depends only on the client's namespace and labels) towards every Service port. A pod outside the
 //! mesh declares what it calls with the annotation `sockmesh.io/calls: "HOST:PORT,..."`; that is how
 //! the configuration "shows such a caller" for [`Code::StrictWithNonMeshCaller`].
-//! AuthorizationPolicy findings (SM12xx) come from [`super::authz::check`].
+//! AuthorizationPolicy findings (SM12xx) come from [`super::authz_check`].
 
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub fn check(snap: &Snapshot) -> Vec<Diagnostic> {
     resource_checks(snap, &mut out);
     traffic_checks(snap, &mut out);
     non_mesh_callers(snap, &mut out);
-    super::authz::check::findings(snap, &mut out);
+    super::authz_check::findings(snap, &mut out);
     out.sort();
     out.dedup();
     out

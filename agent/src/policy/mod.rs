@@ -19,6 +19,7 @@
 //! - Changes: [`watch::ConfigHandle::subscribe`] gives a `tokio::sync::watch::Receiver`.
 
 pub mod authz;
+mod authz_check;
 pub mod auto_mtls;
 pub mod check;
 pub mod cli;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::authz::{AuthzIndex, TrustBundle};
+use super::authz::{AuthzAction, AuthzDecision, AuthzIndex, AuthzRequest, TrustBundle};
 use super::auto_mtls::Credential;
 use super::destination_rule::DestinationRuleIndex;
 use super::diagnostic::{Code, Diagnostic, Severity};
@@ -332,4 +332,23 @@ fn authz_index(r: &Resources, settings: &MeshSettings) -> AuthzIndex {
 
 fn fqdn(svc: &Service, domain: &str) -> String {
     format!("{}.{}.svc.{domain}", svc.name(), svc.namespace())
+}
+
+impl Snapshot {
+    /// The authorization decision of the proxy in front of `pod` for one inbound connection.
+    /// Only lookups and the pod's own precomputed policy list: no scan of all policies. An unknown
+    /// pod is denied (its policies cannot be known).
+    pub fn authorize(&self, pod: &PodKey, req: &AuthzRequest<'_>) -> AuthzDecision {
+        match self.pod_by_key.get(pod) {
+            Some(i) => self.authz.decide(*i, req),
+            None => AuthzDecision {
+                action: AuthzAction::Deny,
+                policy: None,
+                rule: None,
+                reason: format!("denied: unknown destination pod {pod}"),
+                dry_run: None,
+                audited: None,
+            },
+        }
+    }
 }

@@ -44,6 +44,8 @@ pub struct Proxy {
     telemetry: Arc<Telemetry>,
     timeouts: Timeouts,
     balancer: outbound::Balancer,
+    /// Admitted inbound connections, decided again when the policies change.
+    open_inbound: inbound::OpenInbound,
     /// Idle tunnels (pooled mesh connections) of the client side.
     tunnels: tunnel::Tunnels,
     /// Set when the agent drains: idle tunnels close instead of waiting for streams.
@@ -77,6 +79,7 @@ impl Proxy {
             telemetry,
             timeouts,
             balancer: outbound::Balancer::default(),
+            open_inbound: inbound::OpenInbound::default(),
             tunnels: tunnel::Tunnels::default(),
             draining: tokio::sync::watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
@@ -105,6 +108,21 @@ impl Proxy {
         loop {
             tick.tick().await;
             self.tunnels.reap();
+        }
+    }
+
+    /// Decides the open inbound connections again whenever the configuration changes, until the
+    /// agent stops: a connection a new AuthorizationPolicy denies is closed.
+    pub async fn revoke_on_policy_change(&self) {
+        let mut changes = self.config.subscribe();
+        while changes.changed().await.is_ok() {
+            let snapshot = self.config.current();
+            let revoked = self
+                .open_inbound
+                .recheck(&snapshot, &self.telemetry.metrics);
+            if revoked > 0 {
+                tracing::info!(revoked, "policy change closed open connections");
+            }
         }
     }
 

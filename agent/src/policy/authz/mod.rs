@@ -1,6 +1,6 @@
 //! L4 authorization: Istio's `AuthorizationPolicy` decided per inbound connection.
 //!
-//! The proxy calls [`Snapshot::authorize`] once per arriving connection (every arrival path),
+//! The proxy calls `Snapshot::authorize` once per arriving connection (every arrival path),
 //! with the identity verified by mTLS, never one claimed by the peer:
 //!
 //! ```ignore
@@ -28,7 +28,6 @@
 //! How fields and matchers behave at L4 is documented in [`compile`] and [`matcher`], which
 //! policies apply to a pod in [`index`].
 
-pub(crate) mod check;
 mod compile;
 mod index;
 mod matcher;
@@ -40,9 +39,6 @@ use serde::Serialize;
 pub(crate) use compile::TrustBundle;
 pub(crate) use index::AuthzIndex;
 use matcher::Facts;
-
-use super::model::PodKey;
-use super::snapshot::Snapshot;
 
 /// One inbound connection as the destination's proxy sees it.
 #[derive(Debug, Clone, Copy)]
@@ -103,25 +99,6 @@ pub struct AuthzDecision {
     pub audited: Option<String>,
 }
 
-impl Snapshot {
-    /// The authorization decision of the proxy in front of `pod` for one inbound connection.
-    /// Only lookups and the pod's own precomputed policy list: no scan of all policies. An unknown
-    /// pod is denied (its policies cannot be known).
-    pub fn authorize(&self, pod: &PodKey, req: &AuthzRequest<'_>) -> AuthzDecision {
-        match self.pod_by_key.get(pod) {
-            Some(i) => self.authz.decide(*i, req),
-            None => AuthzDecision {
-                action: AuthzAction::Deny,
-                policy: None,
-                rule: None,
-                reason: format!("denied: unknown destination pod {pod}"),
-                dry_run: None,
-                audited: None,
-            },
-        }
-    }
-}
-
 /// The policy lists one evaluation uses, in precedence order.
 struct Lists<'a> {
     custom: &'a [u32],
@@ -139,7 +116,8 @@ struct Verdict {
 }
 
 impl AuthzIndex {
-    fn decide(&self, pod: usize, req: &AuthzRequest<'_>) -> AuthzDecision {
+    /// The decision for the pod at snapshot index `pod`.
+    pub(crate) fn decide(&self, pod: usize, req: &AuthzRequest<'_>) -> AuthzDecision {
         let (principal, namespace, service_account) = Facts::peer(req.principal);
         let f = Facts {
             principal,

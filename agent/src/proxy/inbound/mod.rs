@@ -9,6 +9,7 @@
 //! 5. forward: the app is connected from the pod's netns; telemetry opened once from the request.
 mod admission;
 mod request;
+mod revocation;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -23,7 +24,7 @@ use super::{
     Proxy,
     io::{
         buffered::{BufferedTcp, buffered},
-        forward::{forward, observe},
+        forward::{forward, observe, reset},
         splice::splice_bidirectional,
         upstream::connect_in,
     },
@@ -41,6 +42,7 @@ use crate::{
     },
     workload::EnrolledPod,
 };
+pub use revocation::OpenInbound;
 
 /// A terminated mesh mTLS connection.
 type MeshServerStream = tokio_rustls::server::TlsStream<BufferedTcp>;
@@ -59,8 +61,8 @@ pub async fn handle(
     };
     debug!(pod = %pod.spec.key(), %client, dst = %destination, "inbound captured");
     let mut request = accept(proxy, pod, client, destination);
-    request.arrival = match classify(proxy, &request, &downstream).await {
-        Some(arrival) => arrival,
+    (request.arrival, request.sni) = match classify(proxy, &request, &downstream).await {
+        Some(classified) => classified,
         None => return Ok(()),
     };
     if request.arrival != Arrival::MeshTls {
@@ -100,6 +102,7 @@ fn accept(
         mode: port_mode(proxy, pod, destination.port()),
         arrival: Arrival::Uninspected,
         principal: None,
+        sni: None,
     }
 }
 
@@ -113,20 +116,21 @@ fn port_mode(proxy: &Proxy, pod: &EnrolledPod, port: u16) -> InboundMode {
         .map_or(InboundMode::Strict, |i| i.mode)
 }
 
-/// How the connection arrived; `None` when the client went away while it was being classified.
+/// How the connection arrived, with the SNI of a TLS ClientHello; `None` when the client went
+/// away while it was being classified.
 async fn classify(
     proxy: &Proxy,
     request: &InboundRequest,
     downstream: &TcpStream,
-) -> Option<Arrival> {
+) -> Option<(Arrival, Option<String>)> {
     if request.mode == InboundMode::Disable {
-        return Some(Arrival::Uninspected);
+        return Some((Arrival::Uninspected, None));
     }
     match detect(downstream, proxy.timeouts.detect).await {
-        Ok(Detected::MeshTls { .. }) => Some(Arrival::MeshTls),
-        Ok(Detected::OtherTls { .. }) => Some(Arrival::OtherTls),
-        Ok(Detected::Plaintext) => Some(Arrival::Plaintext),
-        Ok(Detected::Empty) => Some(Arrival::Silent),
+        Ok(Detected::MeshTls { sni }) => Some((Arrival::MeshTls, sni)),
+        Ok(Detected::OtherTls { sni }) => Some((Arrival::OtherTls, sni)),
+        Ok(Detected::Plaintext) => Some((Arrival::Plaintext, None)),
+        Ok(Detected::Empty) => Some((Arrival::Silent, None)),
         Err(e) => {
             debug!(client = %request.client, error = %e, "inbound closed during detection");
             None
@@ -167,9 +171,14 @@ async fn serve_plain(
         Ok(app) => app,
         Err(refusal) => return Err(Refused::new(request.info(), refusal).reset(downstream)),
     };
+    let admitted = proxy.open_inbound.watch(&request);
     let mut conn = proxy.telemetry.open(request.info());
     let down = conn.count(downstream);
-    observe(&mut conn, splice_bidirectional(&down, &app)).await;
+    let forwarding = admitted.until_revoked(splice_bidirectional(&down, &app));
+    if observe(&mut conn, forwarding).await.is_err() {
+        reset(down.get_ref());
+        reset(&app);
+    }
     Ok(())
 }
 
@@ -186,9 +195,14 @@ async fn serve_mesh(
             return Err(Refused::new(request.info(), refusal).reset(tcp));
         }
     };
+    let admitted = proxy.open_inbound.watch(&request);
     let mut conn = proxy.telemetry.open(request.info());
     let mut down = conn.count(tls);
-    observe(&mut conn, forward(&mut down, &mut app)).await;
+    let forwarding = admitted.until_revoked(forward(&mut down, &mut app));
+    if observe(&mut conn, forwarding).await.is_err() {
+        reset(down.get_ref().get_ref().0.get_ref());
+        reset(&app);
+    }
     Ok(())
 }
 
@@ -204,12 +218,16 @@ async fn serve_tunnel(proxy: &Proxy, tunnel: InboundRequest, tls: MeshServerStre
     tunnel_server::serve(tls, proxy.draining(), open).await;
 }
 
-async fn open_stream(proxy: &Proxy, request: InboundRequest) -> Result<Opened, String> {
+async fn open_stream(proxy: &Proxy, request: InboundRequest) -> Result<Opened<'_>, String> {
     match admitted_app(proxy, &request).await {
-        Ok(app) => Ok(Opened {
-            app,
-            observed: proxy.telemetry.open(request.info()),
-        }),
+        Ok(app) => {
+            let admitted = proxy.open_inbound.watch(&request);
+            Ok(Opened {
+                app,
+                observed: proxy.telemetry.open(request.info()),
+                revoked: Box::pin(async move { admitted.revoked().await }),
+            })
+        }
         Err(refusal) => {
             let why = refusal.error.clone();
             refusal::record(&proxy.telemetry, Refused::new(request.info(), refusal));
@@ -220,7 +238,7 @@ async fn open_stream(proxy: &Proxy, request: InboundRequest) -> Result<Opened, S
 
 /// Admission, then the app's socket: nothing is connected to the app before admission says yes.
 async fn admitted_app(proxy: &Proxy, request: &InboundRequest) -> Result<TcpStream, Refusal> {
-    admit(request)?;
+    admit(&proxy.config.current(), &proxy.telemetry.metrics, request)?;
     let dst = request.destination;
     connect_in(&request.pod.netns, dst, proxy.timeouts.connect)
         .await

@@ -70,6 +70,8 @@ pub struct InboundRequest {
     pub arrival: Arrival,
     /// The client's SPIFFE id from its verified certificate (mesh arrivals only).
     pub principal: Option<SpiffeId>,
+    /// The server name the client's TLS ClientHello asked for, if it sent one.
+    pub sni: Option<String>,
 }
 
 impl InboundRequest {

@@ -26,29 +26,31 @@ where
         .map(|_| ())
 }
 
-/// Makes the kernel answer the client's next move with a reset: a refused connection is visible
-/// as such, not as a clean close.
+/// Makes the kernel answer the peer's next move with a reset, and the close a reset: a refused
+/// connection, or one whose other side ended abnormally, is visible as such, not as a clean EOF
+/// (which a protocol that reads to EOF would take for a complete body).
 pub fn reset(stream: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
 /// Runs a connection's forwarding to its end, pushing its byte counts into the metrics every few
 /// seconds (dashboards see long-lived connections move) and recording an error on the connection.
+/// The result is returned so the caller can pass an abnormal end on as a reset.
 pub async fn observe(
     conn: &mut ObservedConnection,
     forwarding: impl Future<Output = std::io::Result<()>>,
-) {
+) -> std::io::Result<()> {
     tokio::pin!(forwarding);
     let mut flush =
         tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
     loop {
         tokio::select! {
             result = &mut forwarding => {
-                if let Err(e) = result {
+                if let Err(e) = &result {
                     tracing::debug!(id = conn.id(), error = %e, "connection ended with an error");
-                    conn.set_error(&e);
+                    conn.set_error(e);
                 }
-                return;
+                return result;
             }
             _ = flush.tick() => conn.flush_metrics(),
         }

@@ -6,7 +6,11 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{credentials::Credentials, request::OutboundRequest, route::Route};
+use super::{
+    credentials::{CredentialError, Credentials},
+    request::OutboundRequest,
+    route::Route,
+};
 use crate::{
     identity::WorkloadIdentity,
     metrics::RefusalReason,
@@ -43,12 +47,8 @@ pub enum ClientTlsError {
     Mesh(#[from] mesh::MeshTlsError),
     #[error(transparent)]
     Origination(#[from] origination::OriginationError),
-    #[error("reading {field} {path}: {source}")]
-    Read {
-        field: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error("invalid SNI {0:?}")]
     Sni(String),
     #[error("TLS handshake with {0} timed out")]

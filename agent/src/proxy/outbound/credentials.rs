@@ -11,11 +11,23 @@ use std::{
 
 use rustls::ClientConfig;
 
-use super::client_tls::ClientTlsError;
 use crate::{
     policy::{ClientTls, TlsMode, decision::CertSource},
-    tls::origination::{self, OriginationMode, OriginationSettings},
+    tls::origination::{self, OriginationError, OriginationMode, OriginationSettings},
 };
+
+/// Why an origination config could not be built; the connection is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("reading {field} {path}: {source}")]
+    Read {
+        field: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] OriginationError),
+}
 
 /// Distinct settings kept; the least recently used is dropped beyond this, so configuration churn
 /// (a Secret rotated many times) cannot grow the cache without bound.
@@ -65,7 +77,7 @@ struct Entry {
 
 impl Credentials {
     /// The client config for `client`'s settings.
-    pub async fn config(&self, client: &ClientTls) -> Result<Arc<ClientConfig>, ClientTlsError> {
+    pub async fn config(&self, client: &ClientTls) -> Result<Arc<ClientConfig>, CredentialError> {
         let key = CredentialKey::of(client);
         let files = match self.cached(&key, None) {
             Lookup::Fresh(config) => return Ok(config),
@@ -161,14 +173,14 @@ impl CredentialKey {
 /// Reads the key's files and PEM into settings, with the fingerprints of the files read.
 async fn load(
     key: &CredentialKey,
-) -> Result<(OriginationSettings, Vec<(String, Fingerprint)>), ClientTlsError> {
+) -> Result<(OriginationSettings, Vec<(String, Fingerprint)>), CredentialError> {
     let mut files = Vec::new();
-    let mut read = async |field, source: &Option<Source>| -> Result<_, ClientTlsError> {
+    let mut read = async |field, source: &Option<Source>| -> Result<_, CredentialError> {
         match source {
             None => Ok(None),
             Some(Source::Pem(pem)) => Ok(Some(pem.as_ref().clone())),
             Some(Source::File(path)) => {
-                let error = |source| ClientTlsError::Read {
+                let error = |source| CredentialError::Read {
                     field,
                     path: path.clone(),
                     source,

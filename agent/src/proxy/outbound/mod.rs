@@ -25,7 +25,7 @@ use super::{
     Proxy,
     io::{
         buffered::BufferedTcp,
-        forward::{forward as copy, observe},
+        forward::{forward as copy, observe, reset},
         splice::splice_bidirectional,
     },
     refusal::{Refusal, Refused},
@@ -100,7 +100,9 @@ async fn connect<'a>(proxy: &'a Proxy, request: &OutboundRequest) -> Result<Upst
     })
 }
 
-/// Moves the connection's bytes until both sides are done, observed as one connection.
+/// Moves the connection's bytes until both sides are done, observed as one connection. An
+/// abnormal end on either side (a reset, a TLS stream cut without close_notify, a broken tunnel)
+/// reaches the app as a reset, never as a clean end of stream.
 async fn forward(
     proxy: &Proxy,
     request: &OutboundRequest,
@@ -113,7 +115,13 @@ async fn forward(
                 .telemetry
                 .open(request.forwarded(WireMode::Plaintext, None));
             let down = conn.count(downstream);
-            observe(&mut conn, splice_bidirectional(&down, &tcp)).await;
+            if observe(&mut conn, splice_bidirectional(&down, &tcp))
+                .await
+                .is_err()
+            {
+                reset(down.get_ref());
+                reset(&tcp);
+            }
         }
         Upstream::Dedicated(Secured::Mesh(MeshConnection { mut tls, peer })) => {
             let info = request.forwarded(WireMode::MutualTls, Some(&peer));
@@ -127,7 +135,9 @@ async fn forward(
             let info = request.forwarded(WireMode::MutualTls, Some(stream.peer()));
             let mut conn = proxy.telemetry.open(info);
             let mut down = conn.count(downstream);
-            observe(&mut conn, stream.relay(&mut down)).await;
+            if observe(&mut conn, stream.relay(&mut down)).await.is_err() {
+                reset(down.get_ref());
+            }
         }
     }
 }
@@ -140,5 +150,8 @@ async fn copy_tls(
 ) {
     let mut conn = proxy.telemetry.open(info);
     let mut down = conn.count(downstream);
-    observe(&mut conn, copy(&mut down, tls)).await;
+    if observe(&mut conn, copy(&mut down, tls)).await.is_err() {
+        reset(down.get_ref());
+        reset(tls.get_ref().0.get_ref());
+    }
 }

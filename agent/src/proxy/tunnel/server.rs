@@ -2,7 +2,7 @@
 //! reached. The target address is always that pod's (the `Open` frame names only a port), so a
 //! tunnel can never be used to reach anything else. What a stream may reach is decided by the
 //! opener the caller hands in (inbound admission); this module only speaks the protocol.
-use std::{future::Future, time::Duration};
+use std::{future::Future, io, pin::Pin, time::Duration};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -15,26 +15,31 @@ use super::{
     frame::{self, Kind},
     relay::relay,
 };
-use crate::{proxy::io::forward::observe, telemetry::ObservedConnection};
+use crate::{
+    proxy::io::forward::{observe, reset},
+    telemetry::ObservedConnection,
+};
 
 /// An idle tunnel is closed after this long without a new stream; clients close theirs sooner
 /// (see `pool::IDLE_TIMEOUT`).
 const SERVER_IDLE: Duration = Duration::from_secs(60);
 
-/// A stream the opener admitted: the app connection and its telemetry.
-pub struct Opened {
+/// A stream the opener admitted: the app connection, its telemetry, and what ends it early when
+/// the admission is revoked (a policy change), with the reason.
+pub struct Opened<'a> {
     pub app: TcpStream,
     pub observed: ObservedConnection,
+    pub revoked: Pin<Box<dyn Future<Output = String> + Send + 'a>>,
 }
 
 /// Serves streams until the client closes the connection, a stream fails, or the agent drains.
 /// `open` is called with each stream's target port and either admits it or says why not (sent
 /// back in a `Refuse` frame; the opener records the refusal).
-pub async fn serve<C, O, F>(mut conn: C, mut draining: watch::Receiver<bool>, mut open: O)
+pub async fn serve<'a, C, O, F>(mut conn: C, mut draining: watch::Receiver<bool>, mut open: O)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: FnMut(u16) -> F,
-    F: Future<Output = Result<Opened, String>>,
+    F: Future<Output = Result<Opened<'a>, String>>,
 {
     loop {
         if *draining.borrow() {
@@ -59,25 +64,30 @@ where
     }
 }
 
-/// Relays one admitted stream; false when the connection cannot carry another.
-async fn serve_stream<C>(conn: &mut C, opened: Opened) -> bool
+/// Relays one admitted stream; false when the connection cannot carry another. A stream that
+/// ends abnormally (the tunnel broke, the client reset, the admission was revoked) resets the app.
+async fn serve_stream<C>(conn: &mut C, opened: Opened<'_>) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let Opened {
-        mut app,
+        app,
         mut observed,
+        revoked,
     } = opened;
     if frame::write_empty(conn, Kind::Accept).await.is_err() {
         return false;
     }
-    let mut counted = observed.count_destination(&mut app);
-    let mut clean = false;
-    observe(&mut observed, async {
-        let result = relay(conn, &mut counted).await;
-        clean = result.is_ok();
-        result
+    let mut counted = observed.count_destination(app);
+    let relayed = observe(&mut observed, async {
+        tokio::select! {
+            result = relay(conn, &mut counted) => result,
+            reason = revoked => Err(io::Error::new(io::ErrorKind::PermissionDenied, reason)),
+        }
     })
     .await;
-    clean
+    if relayed.is_err() {
+        reset(counted.get_ref());
+    }
+    relayed.is_ok()
 }
