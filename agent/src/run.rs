@@ -22,6 +22,7 @@ use crate::{
     node_view::NodeView,
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
+    tls::peer::MeshTrust,
     workload::{Enroller, PodSpec, config_pods},
 };
 
@@ -154,9 +155,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ca = Arc::new(
         MeshCa::load_or_create(&args.ca_dir, &args.mesh.trust_domain).context("--ca-dir")?,
     );
+    let trust_domains = args.mesh.trust_domains().context("--trust-domain-alias")?;
+    info!(trust_domains = %trust_domains, "accepting mesh peers from these trust domains");
     let certs = Arc::new(CertManager::new(
         Arc::new(Issuer::new(ca.clone())),
-        ca.roots(),
+        MeshTrust::new(ca.roots(), trust_domains),
         args.cert_ttl.into(),
     ));
     let timeouts = Timeouts {

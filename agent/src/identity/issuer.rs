@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::ca::MeshCa;
-use super::spiffe::{SpiffeId, uri_sans};
+use crate::spiffe::{SpiffeId, uri_sans};
 
 /// Default workload certificate lifetime, as Istio.
 pub const DEFAULT_TTL: StdDuration = StdDuration::from_secs(24 * 3600);
@@ -178,7 +178,7 @@ mod tests {
     use x509_parser::extensions::ParsedExtension;
 
     use super::*;
-    use crate::identity::spiffe::spiffe_id_of;
+    use crate::spiffe::spiffe_id_of;
 
     #[test]
     fn leaf_has_spiffe_san_ekus_and_chain() {

@@ -11,6 +11,7 @@ use super::explain::{explain, render};
 use super::load::load_path;
 use super::model::PodKey;
 use super::snapshot::{MeshSettings, Snapshot};
+use crate::spiffe::{SpiffeError, TrustDomains};
 
 /// Configuration location and the meshConfig-like settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +32,15 @@ pub struct MeshArgs {
     /// Trust domain of SPIFFE identities.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Another trust domain whose identities are accepted as mesh peers (Istio's
+    /// `trustDomainAliases`); peers in any other trust domain are refused in the handshake.
+    /// Repeatable; comma-separated in the environment variable.
+    #[arg(
+        long = "trust-domain-alias",
+        env = "SOCKMESH_TRUST_DOMAIN_ALIASES",
+        value_delimiter = ','
+    )]
+    pub trust_domain_aliases: Vec<String>,
     /// Cluster DNS domain of Service FQDNs.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -41,6 +51,11 @@ pub struct MeshArgs {
 }
 
 impl MeshArgs {
+    /// The trust domain and its aliases: whom the mesh TLS verifiers accept as peers.
+    pub fn trust_domains(&self) -> Result<TrustDomains, SpiffeError> {
+        TrustDomains::new(&self.trust_domain, &self.trust_domain_aliases)
+    }
+
     pub fn settings(&self) -> MeshSettings {
         MeshSettings {
             root_namespace: self.root_namespace.clone(),
