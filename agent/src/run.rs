@@ -113,6 +113,7 @@ pub struct KubeFlags {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::rlimit::raise_nofile_at_start();
     netns::init_home()?;
     crate::bpffs::ensure(&args.pin_dir)?;
     let mount = match &args.cgroup2_mount {

@@ -36,6 +36,9 @@ pub enum Code {
     ShadowedPolicy,
     DoubleTls,
     LegacyPolicyNotDefault,
+    /// A DestinationRule `portLevelSettings[].port.number` of 0 (warning: matches no port) or
+    /// outside 1-65535 (error: the rule is not loaded).
+    InvalidPortNumber,
 }
 
 impl Code {
@@ -56,6 +59,7 @@ impl Code {
             Code::ShadowedPolicy => "SM1009",
             Code::DoubleTls => "SM1010",
             Code::LegacyPolicyNotDefault => "SM1011",
+            Code::InvalidPortNumber => "SM1012",
         }
     }
 }
