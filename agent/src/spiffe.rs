@@ -175,12 +175,8 @@ pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, SpiffeError> {
     uri_sans_in(&parse_cert(cert_der)?)
 }
 
-/// The SPIFFE identity of a peer certificate: its first URI SAN that parses as one.
-pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, SpiffeError> {
-    spiffe_id_in(&parse_cert(cert_der)?)
-}
-
-/// [`spiffe_id_of`] for a certificate the caller has parsed already (to read other extensions).
+/// The SPIFFE identity of a parsed certificate ([`parse_cert`]): its first URI SAN that parses as
+/// one. Taking the parsed form lets a caller read other extensions without parsing twice.
 pub fn spiffe_id_in(cert: &X509Certificate<'_>) -> Result<SpiffeId, SpiffeError> {
     let uris = uri_sans_in(cert)?;
     uris.iter()
@@ -216,6 +212,10 @@ fn uri_sans_in(cert: &X509Certificate<'_>) -> Result<Vec<String>, SpiffeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id_of(der: &[u8]) -> Result<SpiffeId, SpiffeError> {
+        spiffe_id_in(&parse_cert(der)?)
+    }
 
     #[test]
     fn round_trip() {
@@ -283,7 +283,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(uri_sans(cert.der()).unwrap(), vec!["spiffe://td/ns/n/sa/s"]);
         assert_eq!(
-            spiffe_id_of(cert.der()).unwrap().to_string(),
+            id_of(cert.der()).unwrap().to_string(),
             "spiffe://td/ns/n/sa/s"
         );
     }
@@ -295,12 +295,9 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        assert_eq!(
-            spiffe_id_of(cert.der()),
-            Err(SpiffeError::NoSpiffeSan(vec![]))
-        );
+        assert_eq!(id_of(cert.der()), Err(SpiffeError::NoSpiffeSan(vec![])));
         assert!(matches!(
-            spiffe_id_of(b"junk"),
+            id_of(b"junk"),
             Err(SpiffeError::BadCertificate(_))
         ));
     }
