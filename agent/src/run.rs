@@ -22,6 +22,7 @@ use crate::{
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Proxy, Timeouts},
     telemetry::Telemetry,
+    tls::peer::MeshTrust,
     workload::{Enroller, EnrollerParts, PodSpec, WorkloadByCgroup, config_pods},
 };
 
@@ -112,6 +113,7 @@ pub struct KubeFlags {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::rlimit::raise_nofile_at_start();
     netns::init_home()?;
     crate::bpffs::ensure(&args.pin_dir)?;
     let mount = match &args.cgroup2_mount {
@@ -154,9 +156,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ca = Arc::new(
         MeshCa::load_or_create(&args.ca_dir, &args.mesh.trust_domain).context("--ca-dir")?,
     );
+    let trust_domains = args.mesh.trust_domains().context("--trust-domain-alias")?;
+    info!(trust_domains = %trust_domains, "accepting mesh peers from these trust domains");
     let certs = Arc::new(CertManager::new(
         Arc::new(Issuer::new(ca.clone())),
-        ca.roots(),
+        MeshTrust::new(ca.roots(), trust_domains),
         args.cert_ttl.into(),
     ));
     let timeouts = Timeouts {

@@ -2,7 +2,8 @@
 //! `agent/src` nor between the sibling modules of any folder. Every `crate::`, `super::` and
 //! `self::` path in the sources (use trees with braces included) is resolved to the module it
 //! names; a cycle in the resulting graph fails the test and names the modules on it. Test modules
-//! (`tests.rs`, `*_tests.rs`) are left out: a test may use any module's fixtures.
+//! (`tests.rs`, `*_tests.rs`, inline `#[cfg(test)] mod … { … }`) are left out: a test may use any
+//! module's fixtures.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -63,7 +64,7 @@ fn sources() -> BTreeMap<Vec<String>, Vec<Vec<String>>> {
     for file in rust_files(&root) {
         let module = module_path(&root, &file);
         let text = fs::read_to_string(&file).unwrap();
-        let refs = references(&strip_comments(&text), &module);
+        let refs = references(&without_test_modules(&strip_comments(&text)), &module);
         out.entry(module).or_insert_with(Vec::new).extend(refs);
     }
     assert!(
@@ -110,6 +111,45 @@ fn strip_comments(text: &str) -> String {
         .map(|l| l.find("//").map_or(l, |i| &l[..i]))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The text without inline test modules (`#[cfg(test)]` followed by `mod name {`, to the brace
+/// that closes it).
+fn without_test_modules(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "#[cfg(test)]".len()..];
+        let inline = after.trim_start().starts_with("mod ")
+            && after
+                .find('{')
+                .is_some_and(|b| after.find(';').is_none_or(|s| b < s));
+        if !inline {
+            out.push_str("#[cfg(test)]");
+            rest = after;
+            continue;
+        }
+        let open = after.find('{').expect("checked above");
+        let mut depth = 0;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Absolute module paths of every `crate::`, `super::` and `self::` path in `text`.

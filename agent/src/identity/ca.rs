@@ -188,7 +188,9 @@ impl MeshCa {
             &self.roots,
             &self.chain,
             UnixTime::now(),
-            crate::tls::provider().signature_verification_algorithms.all,
+            crate::crypto::provider()
+                .signature_verification_algorithms
+                .all,
         )
         .map_err(|e| e.to_string())
     }

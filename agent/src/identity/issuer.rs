@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::ca::MeshCa;
-use super::spiffe::{SpiffeId, uri_sans};
+use crate::spiffe::{SpiffeId, uri_sans};
 
 /// Default workload certificate lifetime, as Istio.
 pub const DEFAULT_TTL: StdDuration = StdDuration::from_secs(24 * 3600);
@@ -178,7 +178,7 @@ mod tests {
     use x509_parser::extensions::ParsedExtension;
 
     use super::*;
-    use crate::identity::spiffe::spiffe_id_of;
+    use crate::spiffe::{parse_cert, spiffe_id_in};
 
     #[test]
     fn leaf_has_spiffe_san_ekus_and_chain() {
@@ -186,7 +186,10 @@ mod tests {
         let id: SpiffeId = "spiffe://cluster.local/ns/test1/sa/sleep".parse().unwrap();
         let cert = issuer.issue(&id, DEFAULT_TTL).unwrap();
         assert_eq!(cert.chain.len(), 2);
-        assert_eq!(spiffe_id_of(&cert.chain[0]).unwrap(), id);
+        assert_eq!(
+            spiffe_id_in(&parse_cert(&cert.chain[0]).unwrap()).unwrap(),
+            id
+        );
         let (_, x509) = X509Certificate::from_der(&cert.chain[0]).unwrap();
         let eku = x509
             .extensions()

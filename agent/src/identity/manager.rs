@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore};
 use rustls::server::ProducesTickets;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::task::JoinHandle;
 
 use super::issuer::{CertInfo, IssueError, Issuer, WorkloadCert};
-use super::spiffe::SpiffeId;
-use crate::tls::mesh::{self, MeshTlsError};
+use crate::spiffe::SpiffeId;
+use crate::tls::mesh::{self, MeshClientConfig, MeshServerConfig, MeshTlsError};
+use crate::tls::peer::MeshTrust;
 
 /// Sessions kept per source identity, across destinations (rustls keys them by server name).
 const SESSIONS_PER_IDENTITY: usize = 256;
@@ -49,18 +49,18 @@ pub enum ManagerError {
 /// One certificate generation of an identity with the configs built from it.
 pub struct IdentityConfigs {
     cert: WorkloadCert,
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
+    server: MeshServerConfig,
+    client: MeshClientConfig,
 }
 
 impl IdentityConfigs {
     /// Inbound config: accept with [`mesh::accept`].
-    pub fn server(&self) -> Arc<ServerConfig> {
+    pub fn server(&self) -> MeshServerConfig {
         self.server.clone()
     }
 
     /// Outbound config: connect with [`mesh::connect`].
-    pub fn client(&self) -> Arc<ClientConfig> {
+    pub fn client(&self) -> MeshClientConfig {
         self.client.clone()
     }
 
@@ -76,7 +76,7 @@ impl IdentityConfigs {
 /// A workload identity on this node; the proxy loads its current configs per connection (cheap).
 pub struct WorkloadIdentity {
     id: SpiffeId,
-    roots: Arc<RootCertStore>,
+    trust: MeshTrust,
     current: ArcSwap<IdentityConfigs>,
     sessions: Arc<dyn ClientSessionStore>,
     ticketer: Arc<dyn ProducesTickets>,
@@ -92,31 +92,32 @@ impl WorkloadIdentity {
         self.current.load_full()
     }
 
-    pub fn server_config(&self) -> Arc<ServerConfig> {
+    pub fn server_config(&self) -> MeshServerConfig {
         self.current.load().server()
     }
 
-    pub fn client_config(&self) -> Arc<ClientConfig> {
+    pub fn client_config(&self) -> MeshClientConfig {
         self.current.load().client()
     }
 
     fn build(&self, cert: WorkloadCert) -> Result<IdentityConfigs, MeshTlsError> {
-        build_configs(cert, &self.roots, &self.sessions, &self.ticketer)
+        build_configs(cert, &self.trust, &self.sessions, &self.ticketer)
     }
 }
 
 fn build_configs(
     cert: WorkloadCert,
-    roots: &Arc<RootCertStore>,
+    trust: &MeshTrust,
     sessions: &Arc<dyn ClientSessionStore>,
     ticketer: &Arc<dyn ProducesTickets>,
 ) -> Result<IdentityConfigs, MeshTlsError> {
-    let server = mesh::server_config(&cert, roots.clone(), ticketer.clone())?;
-    let client = mesh::client_config(&cert, roots.clone(), sessions.clone())?;
+    let (id, chain, key) = (&cert.id, &cert.chain, &cert.key);
+    let server = mesh::server_config(id, chain, key, trust, ticketer.clone())?;
+    let client = mesh::client_config(id, chain, key, trust, sessions.clone())?;
     Ok(IdentityConfigs {
         cert,
-        server: Arc::new(server),
-        client: Arc::new(client),
+        server,
+        client,
     })
 }
 
@@ -140,18 +141,19 @@ pub struct CertManager {
 
 struct Inner {
     issuer: Arc<dyn IssueCert>,
-    roots: Arc<RootCertStore>,
+    trust: MeshTrust,
     ttl: Duration,
     entries: Mutex<HashMap<SpiffeId, Entry>>,
 }
 
 impl CertManager {
-    /// `roots` are the mesh trust anchors peers must chain to; `ttl` is the workload cert lifetime.
-    pub fn new(issuer: Arc<dyn IssueCert>, roots: Arc<RootCertStore>, ttl: Duration) -> Self {
+    /// `trust` is what peers must chain to and which trust domains they may be in; `ttl` is the
+    /// workload cert lifetime.
+    pub fn new(issuer: Arc<dyn IssueCert>, trust: MeshTrust, ttl: Duration) -> Self {
         CertManager {
             inner: Arc::new(Inner {
                 issuer,
-                roots,
+                trust,
                 ttl,
                 entries: Mutex::new(HashMap::new()),
             }),
@@ -174,11 +176,11 @@ impl CertManager {
         let sessions: Arc<dyn ClientSessionStore> =
             Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_IDENTITY));
         let cert = self.inner.issuer.issue(id, self.inner.ttl)?;
-        let configs = build_configs(cert, &self.inner.roots, &sessions, &ticketer)?;
+        let configs = build_configs(cert, &self.inner.trust, &sessions, &ticketer)?;
         tracing::info!(identity = %id, serial = %configs.info().serial, "workload certificate issued");
         let identity = Arc::new(WorkloadIdentity {
             id: id.clone(),
-            roots: self.inner.roots.clone(),
+            trust: self.inner.trust.clone(),
             current: ArcSwap::from_pointee(configs),
             sessions,
             ticketer,

@@ -1,7 +1,17 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rustls::HandshakeKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
 use super::*;
 use crate::identity::issuer::{DEFAULT_TTL, test_issuer};
+use crate::spiffe::TrustDomains;
+
+/// The mesh roots with `cluster.local` and no alias.
+fn trust(roots: Arc<rustls::RootCertStore>) -> MeshTrust {
+    MeshTrust::new(roots, TrustDomains::new("cluster.local", &[]).unwrap())
+}
 
 fn id(s: &str) -> SpiffeId {
     format!("spiffe://cluster.local/ns/{s}/sa/{s}")
@@ -12,7 +22,7 @@ fn id(s: &str) -> SpiffeId {
 fn manager(ttl: Duration) -> (tempfile::TempDir, CertManager) {
     let (dir, issuer) = test_issuer();
     let roots = issuer.ca().roots();
-    (dir, CertManager::new(Arc::new(issuer), roots, ttl))
+    (dir, CertManager::new(Arc::new(issuer), trust(roots), ttl))
 }
 
 #[tokio::test]
@@ -42,9 +52,12 @@ async fn identities_get_distinct_certs_and_configs() {
     assert_ne!(ca.info().serial, cb.info().serial);
     assert_eq!(ca.info().sans, vec![id("a").to_string()]);
     assert_eq!(cb.info().sans, vec![id("b").to_string()]);
-    assert!(!Arc::ptr_eq(&a.server_config(), &b.server_config()));
+    assert!(!Arc::ptr_eq(
+        a.server_config().rustls(),
+        b.server_config().rustls()
+    ));
     assert!(
-        Arc::ptr_eq(&a.client_config(), &a.client_config()),
+        Arc::ptr_eq(a.client_config().rustls(), a.client_config().rustls()),
         "configs are built once per generation, not per call"
     );
     let infos = mgr.cert_infos();
@@ -95,7 +108,7 @@ async fn renews_at_half_life_and_survives_failures() {
         calls: AtomicUsize::new(0),
         failing: 2..=3,
     });
-    let mgr = CertManager::new(flaky.clone(), roots, Duration::from_secs(2));
+    let mgr = CertManager::new(flaky.clone(), trust(roots), Duration::from_secs(2));
     let identity = mgr.acquire(&id("a")).unwrap();
     let first = identity.current().info().serial.clone();
 
@@ -127,9 +140,106 @@ async fn release_stops_renewal() {
         calls: AtomicUsize::new(0),
         failing: 0..=0,
     });
-    let mgr = CertManager::new(counting.clone(), roots, Duration::from_millis(400));
+    let mgr = CertManager::new(counting.clone(), trust(roots), Duration::from_millis(400));
     mgr.acquire(&id("a")).unwrap();
     assert!(mgr.release(&id("a")));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+}
+
+const SNI: &str = "outbound_.8000_._.httpbin.test2.svc.cluster.local";
+
+async fn mesh_connect(
+    config: MeshClientConfig,
+    port: u16,
+    expected: &[SpiffeId],
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, SpiffeId), MeshTlsError> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let sni = rustls::pki_types::ServerName::try_from(SNI).unwrap();
+    mesh::connect(config, sni, expected, tcp).await
+}
+
+async fn echo(tls: &mut tokio_rustls::client::TlsStream<TcpStream>, msg: &[u8]) {
+    tls.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    tls.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, msg);
+}
+
+fn serial_of(cert: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(cert)
+        .unwrap()
+        .1
+        .raw_serial_as_string()
+}
+
+/// The manager's configs in real handshakes: a rotation keeps open connections and new handshakes
+/// see the new certificate.
+#[tokio::test]
+async fn rotation_keeps_open_connections_and_serves_new_cert() {
+    let (_dir, issuer) = test_issuer();
+    let roots = issuer.ca().roots();
+    let mgr = CertManager::new(Arc::new(issuer), trust(roots), Duration::from_secs(2));
+    let (sleep, httpbin) = (id("sleep"), id("httpbin"));
+    let server_identity = mgr.acquire(&httpbin).unwrap();
+    let client_identity = mgr.acquire(&sleep).unwrap();
+    let old_serial = server_identity.current().info().serial.clone();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server_identity_for_accept = server_identity.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let config = server_identity_for_accept.server_config();
+            tokio::spawn(async move {
+                let Ok((mut tls, _)) = mesh::accept(config, tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                    if tls.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    let (mut old_conn, _) = mesh_connect(
+        client_identity.client_config(),
+        port,
+        std::slice::from_ref(&httpbin),
+    )
+    .await
+    .unwrap();
+    let served = serial_of(&old_conn.get_ref().1.peer_certificates().unwrap()[0]);
+    assert_eq!(served, old_serial);
+    echo(&mut old_conn, b"before rotation").await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server_identity.current().info().serial == old_serial {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rotation within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_serial = server_identity.current().info().serial.clone();
+    echo(&mut old_conn, b"after rotation, same connection").await;
+
+    // A client with no cached session makes a full handshake and must see the new certificate.
+    let newcomer = mgr.acquire(&id("newcomer")).unwrap();
+    let (mut new_conn, _) = mesh_connect(newcomer.client_config(), port, &[httpbin])
+        .await
+        .unwrap();
+    assert_eq!(
+        new_conn.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Full)
+    );
+    let served = serial_of(&new_conn.get_ref().1.peer_certificates().unwrap()[0]);
+    assert_eq!(served, new_serial);
+    echo(&mut new_conn, b"new cert").await;
+    echo(&mut old_conn, b"old connection still fine").await;
 }

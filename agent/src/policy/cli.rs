@@ -11,6 +11,7 @@ use super::explain::{explain, render};
 use super::load::load_path;
 use super::model::PodKey;
 use super::snapshot::{MeshSettings, Snapshot};
+use crate::spiffe::{SpiffeError, TrustDomains};
 
 /// Configuration location and the meshConfig-like settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,9 +32,14 @@ pub struct MeshArgs {
     /// Trust domain of SPIFFE identities.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
-    /// Another trust domain whose principals authorization policies treat as ours (repeatable,
-    /// or comma-separated).
-    #[arg(long = "trust-domain-alias", value_delimiter = ',')]
+    /// Another trust domain whose identities are ours too (Istio's `trustDomainAliases`): accepted
+    /// as mesh peers in the handshake (any other trust domain is refused) and matched by
+    /// authorization policy principals. Repeatable; comma-separated in the environment variable.
+    #[arg(
+        long = "trust-domain-alias",
+        env = "SOCKMESH_TRUST_DOMAIN_ALIASES",
+        value_delimiter = ','
+    )]
     pub trust_domain_aliases: Vec<String>,
     /// Cluster DNS domain of Service FQDNs.
     #[arg(long, default_value = "cluster.local")]
@@ -45,6 +51,11 @@ pub struct MeshArgs {
 }
 
 impl MeshArgs {
+    /// The trust domain and its aliases: whom the mesh TLS verifiers accept as peers.
+    pub fn trust_domains(&self) -> Result<TrustDomains, SpiffeError> {
+        TrustDomains::new(&self.trust_domain, &self.trust_domain_aliases)
+    }
+
     pub fn settings(&self) -> MeshSettings {
         MeshSettings {
             root_namespace: self.root_namespace.clone(),

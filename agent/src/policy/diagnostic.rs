@@ -50,6 +50,9 @@ pub enum Code {
     AuthzUnknownKey,
     /// `targetRef(s)`: only for gateways and waypoints, never applies to a workload (warning).
     AuthzTargetRef,
+    /// A DestinationRule `portLevelSettings[].port.number` of 0 (warning: matches no port) or
+    /// outside 1-65535 (error: the rule is not loaded).
+    InvalidPortNumber,
 }
 
 impl Code {
@@ -77,6 +80,7 @@ impl Code {
             Code::AuthzSelectsNothing => "SM1205",
             Code::AuthzUnknownKey => "SM1206",
             Code::AuthzTargetRef => "SM1207",
+            Code::InvalidPortNumber => "SM1012",
         }
     }
 }

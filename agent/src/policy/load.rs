@@ -202,6 +202,12 @@ fn parse_object(value: Value, mut location: Location, report: &mut LoadReport) {
     let resource = ResourceRef::new(&kind, namespace.as_deref(), &name);
     location.resource = Some(resource.clone());
 
+    let port_findings = super::port_numbers::findings(group, &kind, &value, &location);
+    let unloadable = port_findings.iter().any(|d| d.severity == Severity::Error);
+    report.diagnostics.extend(port_findings);
+    if unloadable {
+        return;
+    }
     let supported = |versions: &[&str]| versions.contains(&version);
     let res = &mut report.resources;
     let outcome = match (group, kind.as_str()) {

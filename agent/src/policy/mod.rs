@@ -32,6 +32,7 @@ pub mod load;
 pub mod model;
 pub mod outcome;
 pub mod peer_authn;
+mod port_numbers;
 pub mod resolver;
 pub mod snapshot;
 pub mod watch;

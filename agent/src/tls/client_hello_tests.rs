@@ -4,8 +4,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use super::*;
+use crate::crypto::provider;
 use crate::tls::mesh::MESH_ALPN;
-use crate::tls::provider;
 
 /// The bytes rustls sends as its first flight (one ClientHello record).
 pub(crate) fn rustls_client_hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {

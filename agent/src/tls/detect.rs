@@ -46,8 +46,10 @@ impl Detected {
     }
 }
 
-/// Verdict on the bytes seen so far, or `None` when a ClientHello is still incomplete.
-fn classify(buf: &[u8]) -> Option<Detected> {
+/// Verdict on the first bytes of a connection seen so far, or `None` when a ClientHello is still
+/// incomplete. Pure (no I/O): [`detect`] calls it after every peek, and the `client_hello` fuzz
+/// target (`fuzz/`) feeds it arbitrary bytes, which must never panic.
+pub fn classify(buf: &[u8]) -> Option<Detected> {
     match parse(buf) {
         Parsed::NeedMore => None,
         Parsed::NotTls => Some(Detected::Plaintext),

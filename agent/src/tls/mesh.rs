@@ -4,26 +4,33 @@
 //! connection. The client's expected server identities differ per connection (the endpoint's service
 //! accounts or a rule's `subjectAltNames`), but a rustls `ServerCertVerifier` is fixed in the config.
 //! So the verifier in the shared config checks only what is the same for every connection (chain to
-//! the mesh root, serverAuth EKU, a SPIFFE URI SAN), and [`connect`] checks the peer's SPIFFE ID
-//! against the expected set on the finished connection's `peer_certificates()` before handing the
-//! stream out, so no application byte reaches an unexpected server. This also covers resumed sessions
-//! (rustls restores the server chain from the ticket), which a verifier would never see, and keeps
-//! one session cache per source identity instead of one per (identity, SAN set).
+//! the mesh root and the mesh peer rules of [`super::peer`]: a SPIFFE ID in our trust domain or an
+//! alias, the serverAuth EKU), and [`connect`] checks the peer's SPIFFE ID against the expected set
+//! on the finished connection's `peer_certificates()` before handing the stream out, so no
+//! application byte reaches an unexpected server. This also covers resumed sessions (rustls restores
+//! the server chain from the ticket), which a verifier would never see, and keeps one session cache
+//! per source identity instead of one per (identity, SAN set).
+//!
+//! Inbound is the same: the server config's client verifier refuses client certificates outside the
+//! trust domains or without the clientAuth EKU in the handshake, and [`accept`] checks the finished
+//! connection's client certificate again, because a resumed session restores it from a session
+//! ticket without running the verifier. That is why [`MeshServerConfig`] and [`MeshClientConfig`]
+//! carry the accepted trust domains next to the rustls config: rustls does not expose its verifier.
 
 use std::io;
 use std::sync::Arc;
 
 use rustls::client::{ClientSessionStore, Resumption};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ProducesTickets, VerifierBuilderError, WebPkiClientVerifier};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
-use super::provider;
-use super::verify::MeshServerVerifier;
-use crate::identity::issuer::WorkloadCert;
-use crate::identity::spiffe::{SpiffeError, SpiffeId, spiffe_id_of};
+use super::peer::{MeshTrust, PeerCertError, PeerRole, check_peer_leaf};
+use super::verify::{MeshClientVerifier, MeshServerVerifier};
+use crate::crypto::provider;
+use crate::spiffe::{SpiffeError, SpiffeId, TrustDomains};
 
 /// ALPN as Istio sidecars send it for mesh mTLS, so sidecars and this proxy can talk to each other.
 pub const MESH_ALPN: [&[u8]; 2] = [b"istio-peer-exchange", b"istio"];
@@ -53,8 +60,8 @@ pub enum MeshTlsError {
     Connect { server: String, source: io::Error },
     #[error("mesh TLS accept failed: {0}")]
     Accept(io::Error),
-    #[error("mesh peer {peer} has no usable identity: {source}")]
-    PeerIdentity { peer: String, source: SpiffeError },
+    #[error("mesh peer {peer} refused: {source}")]
+    PeerIdentity { peer: String, source: PeerCertError },
     #[error("mesh server {server} is {got}, expected one of [{}]", expected.join(", "))]
     UnexpectedIdentity {
         server: String,
@@ -65,45 +72,92 @@ pub enum MeshTlsError {
     NoExpectedIdentities { server: String },
 }
 
-/// Inbound config for `cert`'s identity: client certificates must chain to `roots`.
+/// Inbound mesh config of one identity: the rustls config and the trust domains its client
+/// verifier accepts, which [`accept`] checks again on resumed sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct MeshServerConfig {
+    rustls: Arc<ServerConfig>,
+    domains: Arc<TrustDomains>,
+}
+
+/// Outbound mesh config of one identity; see [`MeshServerConfig`]. Cheap to clone.
+#[derive(Clone)]
+pub struct MeshClientConfig {
+    rustls: Arc<ClientConfig>,
+    domains: Arc<TrustDomains>,
+}
+
+impl MeshServerConfig {
+    /// The rustls config itself (one per identity and certificate generation).
+    pub fn rustls(&self) -> &Arc<ServerConfig> {
+        &self.rustls
+    }
+}
+
+impl MeshClientConfig {
+    /// The rustls config itself (one per identity and certificate generation).
+    pub fn rustls(&self) -> &Arc<ClientConfig> {
+        &self.rustls
+    }
+}
+
+/// Inbound config presenting `chain` (leaf first) for `id`: client certificates must chain to
+/// `trust.roots`, be in `trust.domains` and carry the clientAuth EKU.
 pub fn server_config(
-    cert: &WorkloadCert,
-    roots: Arc<RootCertStore>,
+    id: &SpiffeId,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    trust: &MeshTrust,
     ticketer: Arc<dyn ProducesTickets>,
-) -> Result<ServerConfig, MeshTlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|source| MeshTlsError::Verifier {
-            id: cert.id.clone(),
-            source,
-        })?;
+) -> Result<MeshServerConfig, MeshTlsError> {
+    let chain_verifier =
+        WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider())
+            .build()
+            .map_err(|source| MeshTlsError::Verifier {
+                id: id.clone(),
+                source,
+            })?;
+    let verifier = MeshClientVerifier {
+        chain: chain_verifier,
+        domains: trust.domains.clone(),
+    };
     let config_err = |source| MeshTlsError::Config {
-        id: cert.id.clone(),
+        id: id.clone(),
         source,
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_err)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(chain.to_vec(), key.clone_key())
         .map_err(config_err)?;
     config.alpn_protocols = alpn_protocols();
     config.ticketer = ticketer;
-    Ok(config)
+    Ok(MeshServerConfig {
+        rustls: Arc::new(config),
+        domains: trust.domains.clone(),
+    })
 }
 
-/// Outbound config presenting `cert`; `sessions` is kept across rotations so resumption survives them.
+/// Outbound config presenting `chain` for `id`, resuming sessions from `sessions`. rustls resumes a
+/// session only with the verifier and client certificate that made it, so sessions do not survive
+/// a rotation (each rotation builds both anew) and a resumed server was verified under this
+/// config's trust domains. Server certificates must chain to `trust.roots`, be in `trust.domains` and carry
+/// the serverAuth EKU.
 pub fn client_config(
-    cert: &WorkloadCert,
-    roots: Arc<RootCertStore>,
+    id: &SpiffeId,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    trust: &MeshTrust,
     sessions: Arc<dyn ClientSessionStore>,
-) -> Result<ClientConfig, MeshTlsError> {
+) -> Result<MeshClientConfig, MeshTlsError> {
     let config_err = |source| MeshTlsError::Config {
-        id: cert.id.clone(),
+        id: id.clone(),
         source,
     };
     let verifier = MeshServerVerifier {
-        roots,
+        roots: trust.roots.clone(),
+        domains: trust.domains.clone(),
         provider: provider(),
     };
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -111,11 +165,14 @@ pub fn client_config(
         .map_err(config_err)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())
+        .with_client_auth_cert(chain.to_vec(), key.clone_key())
         .map_err(config_err)?;
     config.alpn_protocols = alpn_protocols();
     config.resumption = Resumption::store(sessions);
-    Ok(config)
+    Ok(MeshClientConfig {
+        rustls: Arc::new(config),
+        domains: trust.domains.clone(),
+    })
 }
 
 /// Handshakes as the config's identity and returns the stream only if the server is one of `expected`.
@@ -123,7 +180,7 @@ pub fn client_config(
 /// `server_name` is sent as SNI (e.g. `outbound_.8000_._.httpbin.test2.svc.cluster.local`) and keys
 /// the resumption cache; an IP address sends no SNI.
 pub async fn connect<IO>(
-    config: Arc<ClientConfig>,
+    config: MeshClientConfig,
     server_name: ServerName<'static>,
     expected: &[SpiffeId],
     io: IO,
@@ -135,14 +192,15 @@ where
     if expected.is_empty() {
         return Err(MeshTlsError::NoExpectedIdentities { server });
     }
-    let stream = TlsConnector::from(config)
+    let stream = TlsConnector::from(config.rustls)
         .connect(server_name, io)
         .await
         .map_err(|source| MeshTlsError::Connect {
             server: server.clone(),
             source,
         })?;
-    let peer = peer_identity(stream.get_ref().1.peer_certificates(), &server)?;
+    let certs = stream.get_ref().1.peer_certificates();
+    let peer = peer_identity(certs, PeerRole::Server, &config.domains, &server)?;
     if !expected.contains(&peer) {
         return Err(MeshTlsError::UnexpectedIdentity {
             server,
@@ -154,35 +212,38 @@ where
 }
 
 /// Terminates mesh mTLS with the destination identity's config and returns the client's identity.
+/// The client certificate is checked again here (trust domain, EKU) for resumed sessions.
 pub async fn accept<IO>(
-    config: Arc<ServerConfig>,
+    config: MeshServerConfig,
     io: IO,
 ) -> Result<(server::TlsStream<IO>, SpiffeId), MeshTlsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let stream = TlsAcceptor::from(config)
+    let stream = TlsAcceptor::from(config.rustls)
         .accept(io)
         .await
         .map_err(MeshTlsError::Accept)?;
-    let peer = peer_identity(stream.get_ref().1.peer_certificates(), "client")?;
+    let certs = stream.get_ref().1.peer_certificates();
+    let peer = peer_identity(certs, PeerRole::Client, &config.domains, "client")?;
     Ok((stream, peer))
 }
 
+/// The finished connection's peer identity, with the mesh peer rules applied to its leaf.
 fn peer_identity(
-    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    certs: Option<&[CertificateDer<'static>]>,
+    role: PeerRole,
+    domains: &Arc<TrustDomains>,
     peer: &str,
 ) -> Result<SpiffeId, MeshTlsError> {
-    let leaf = certs
-        .and_then(|c| c.first())
-        .ok_or_else(|| MeshTlsError::PeerIdentity {
-            peer: peer.to_string(),
-            source: SpiffeError::NoSpiffeSan(Vec::new()),
-        })?;
-    spiffe_id_of(leaf).map_err(|source| MeshTlsError::PeerIdentity {
+    let refused = |source| MeshTlsError::PeerIdentity {
         peer: peer.to_string(),
         source,
-    })
+    };
+    let leaf = certs
+        .and_then(|c| c.first())
+        .ok_or_else(|| refused(SpiffeError::NoSpiffeSan(Vec::new()).into()))?;
+    check_peer_leaf(leaf, role, domains).map_err(refused)
 }
 
 #[cfg(test)]

@@ -1,30 +1,14 @@
-//! TLS for the node proxy: the mesh (ISTIO_MUTUAL) profile, origination (SIMPLE/MUTUAL) and
-//! classification of inbound bytes.
+//! TLS for the node proxy: the mesh (ISTIO_MUTUAL) profile, who may be a mesh peer, origination
+//! (SIMPLE/MUTUAL) and classification of inbound bytes.
+//!
+//! Depends only on the leaf modules `crate::spiffe` and `crate::crypto`, never on `identity`
+//! (which builds its configs with [`mesh`]).
 
 mod client_hello;
 pub mod detect;
 pub mod mesh;
 pub mod origination;
+pub mod peer;
+#[cfg(test)]
+pub(crate) mod test_pki;
 mod verify;
-
-use std::sync::{Arc, OnceLock};
-
-use rustls::crypto::CryptoProvider;
-
-/// The single crypto provider (ring) every config is built with, so no process-wide default is needed.
-///
-/// AES-128-GCM with SHA-256 comes first, as in Envoy's default list: its handshake hashing uses the
-/// CPU's SHA extensions, where ring computes SHA-384 in plain code (6% of the proxies' CPU on the
-/// new-connection benchmark went to SHA-512 blocks).
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let mut provider = rustls::crypto::ring::default_provider();
-            provider.cipher_suites.sort_by_key(|suite| {
-                suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-            });
-            Arc::new(provider)
-        })
-        .clone()
-}

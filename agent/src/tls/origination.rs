@@ -17,8 +17,8 @@ use tokio_rustls::{TlsConnector, client};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::provider;
 use super::verify::{other_cert_error, verify_chain};
+use crate::crypto::provider;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OriginationMode {

@@ -1,4 +1,5 @@
-//! Server-certificate verification shared by the mesh and origination profiles.
+//! Certificate verification: the chain check shared by the mesh and origination profiles, and the
+//! two mesh verifiers, which add the mesh peer rules of [`super::peer`] to the chain check.
 
 use std::sync::Arc;
 
@@ -6,11 +7,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    CertificateError, DigitallySignedStruct, Error, OtherError, RootCertStore, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
+    SignatureScheme,
 };
 
-use crate::identity::spiffe::spiffe_id_of;
+use super::peer::{PeerRole, check_peer_leaf};
+use crate::spiffe::TrustDomains;
 
 /// Verifies the chain against `roots` (with the serverAuth EKU) but not the server name.
 pub(crate) fn verify_chain(
@@ -35,10 +39,12 @@ pub(crate) fn other_cert_error(e: impl std::error::Error + Send + Sync + 'static
 }
 
 /// Mesh servers are identified by SPIFFE URI SAN, never by DNS name, so the name check is replaced
-/// by "has a SPIFFE ID"; which ID is acceptable is decided per connection (see `tls::mesh`).
+/// by the mesh peer rules (SPIFFE ID in an accepted trust domain, serverAuth EKU); which ID is
+/// acceptable is decided per connection (see `tls::mesh`).
 #[derive(Debug)]
 pub(crate) struct MeshServerVerifier {
     pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) domains: Arc<TrustDomains>,
     pub(crate) provider: Arc<CryptoProvider>,
 }
 
@@ -52,7 +58,7 @@ impl ServerCertVerifier for MeshServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         verify_chain(&self.roots, &self.provider, end_entity, intermediates, now)?;
-        spiffe_id_of(end_entity).map_err(other_cert_error)?;
+        check_peer_leaf(end_entity, PeerRole::Server, &self.domains).map_err(other_cert_error)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -88,5 +94,61 @@ impl ServerCertVerifier for MeshServerVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Inbound mesh client certificates: webpki's chain check (mesh roots, clientAuth EKU when present),
+/// then the mesh peer rules (SPIFFE ID in an accepted trust domain, clientAuth EKU required).
+#[derive(Debug)]
+pub(crate) struct MeshClientVerifier {
+    pub(crate) chain: Arc<dyn ClientCertVerifier>,
+    pub(crate) domains: Arc<TrustDomains>,
+}
+
+impl ClientCertVerifier for MeshClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        check_peer_leaf(end_entity, PeerRole::Client, &self.domains).map_err(other_cert_error)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
     }
 }

@@ -1,4 +1,8 @@
-//! SPIFFE workload identities as Istio uses them: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+//! SPIFFE workload identities as Istio uses them: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`, and
+//! the trust domains a node accepts peers from.
+//!
+//! A leaf module: `identity` issues certificates for these IDs and `tls` checks peers against them,
+//! and neither has to import the other for it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +22,8 @@ pub enum SpiffeError {
     BadCertificate(String),
     #[error("certificate carries no SPIFFE URI SAN (URI SANs: {0:?})")]
     NoSpiffeSan(Vec<String>),
+    #[error("invalid trust domain {0:?}: lowercase letters, digits, '.', '-' and '_' only")]
+    TrustDomain(String),
 }
 
 /// Identity of a Kubernetes service account in the mesh; one certificate is issued per identity.
@@ -112,10 +118,80 @@ impl FromStr for SpiffeId {
     }
 }
 
+/// The trust domain of this mesh and its aliases (Istio's `trustDomainAliases`): a peer whose SPIFFE
+/// ID is in any of them may be a mesh peer; any other ID is refused even when its certificate chains
+/// to the mesh root. Aliases let a mesh keep accepting the identities of a trust domain it migrated
+/// away from, or of another mesh that shares its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustDomains {
+    /// The local trust domain first, then the aliases, without duplicates.
+    names: Vec<String>,
+}
+
+impl TrustDomains {
+    /// `local` is the trust domain the node's own identities are issued in.
+    pub fn new(local: &str, aliases: &[String]) -> Result<Self, SpiffeError> {
+        let mut names: Vec<String> = Vec::with_capacity(1 + aliases.len());
+        for name in std::iter::once(local).chain(aliases.iter().map(String::as_str)) {
+            if !valid_trust_domain(name) {
+                return Err(SpiffeError::TrustDomain(name.to_owned()));
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(TrustDomains { names })
+    }
+
+    /// Whether `id` belongs to the local trust domain or one of its aliases.
+    pub fn accepts(&self, id: &SpiffeId) -> bool {
+        self.names.iter().any(|n| n == id.trust_domain())
+    }
+
+    /// The local trust domain.
+    pub fn local(&self) -> &str {
+        &self.names[0]
+    }
+
+    /// The aliases, in the order given.
+    pub fn aliases(&self) -> &[String] {
+        &self.names[1..]
+    }
+}
+
+/// `cluster.local` or `cluster.local (aliases: old.local, other.mesh)`, for error messages.
+impl fmt::Display for TrustDomains {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.local())?;
+        if !self.aliases().is_empty() {
+            write!(f, " (aliases: {})", self.aliases().join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// All URI SANs of a DER certificate, in order.
 pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, SpiffeError> {
-    let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| SpiffeError::BadCertificate(e.to_string()))?;
+    uri_sans_in(&parse_cert(cert_der)?)
+}
+
+/// The SPIFFE identity of a parsed certificate ([`parse_cert`]): its first URI SAN that parses as
+/// one. Taking the parsed form lets a caller read other extensions without parsing twice.
+pub fn spiffe_id_in(cert: &X509Certificate<'_>) -> Result<SpiffeId, SpiffeError> {
+    let uris = uri_sans_in(cert)?;
+    uris.iter()
+        .find_map(|u| u.parse().ok())
+        .ok_or(SpiffeError::NoSpiffeSan(uris))
+}
+
+/// Parses a DER certificate, mapping the error to [`SpiffeError::BadCertificate`].
+pub fn parse_cert(cert_der: &[u8]) -> Result<X509Certificate<'_>, SpiffeError> {
+    X509Certificate::from_der(cert_der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| SpiffeError::BadCertificate(e.to_string()))
+}
+
+fn uri_sans_in(cert: &X509Certificate<'_>) -> Result<Vec<String>, SpiffeError> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| SpiffeError::BadCertificate(e.to_string()))?;
@@ -133,17 +209,13 @@ pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, SpiffeError> {
         .unwrap_or_default())
 }
 
-/// The SPIFFE identity of a peer certificate: its first URI SAN that parses as one.
-pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, SpiffeError> {
-    let uris = uri_sans(cert_der)?;
-    uris.iter()
-        .find_map(|u| u.parse().ok())
-        .ok_or(SpiffeError::NoSpiffeSan(uris))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id_of(der: &[u8]) -> Result<SpiffeId, SpiffeError> {
+        spiffe_id_in(&parse_cert(der)?)
+    }
 
     #[test]
     fn round_trip() {
@@ -179,6 +251,29 @@ mod tests {
     }
 
     #[test]
+    fn trust_domains_accept_local_and_aliases_only() {
+        let domains = TrustDomains::new(
+            "cluster.local",
+            &["old.local".into(), "cluster.local".into()],
+        )
+        .unwrap();
+        let id = |td| SpiffeId::new(td, "a", "b").unwrap();
+        assert!(domains.accepts(&id("cluster.local")));
+        assert!(domains.accepts(&id("old.local")));
+        assert!(!domains.accepts(&id("evil.local")));
+        assert!(!domains.accepts(&id("cluster.local.evil")));
+        assert_eq!(domains.to_string(), "cluster.local (aliases: old.local)");
+        assert_eq!(
+            TrustDomains::new("cluster.local", &[]).unwrap().to_string(),
+            "cluster.local"
+        );
+        assert_eq!(
+            TrustDomains::new("cluster.local", &["Bad/Domain".into()]),
+            Err(SpiffeError::TrustDomain("Bad/Domain".into()))
+        );
+    }
+
+    #[test]
     fn extracts_uri_san() {
         let mut params = rcgen::CertificateParams::new(vec!["example.com".to_string()]).unwrap();
         params.subject_alt_names.push(rcgen::SanType::URI(
@@ -188,7 +283,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(uri_sans(cert.der()).unwrap(), vec!["spiffe://td/ns/n/sa/s"]);
         assert_eq!(
-            spiffe_id_of(cert.der()).unwrap().to_string(),
+            id_of(cert.der()).unwrap().to_string(),
             "spiffe://td/ns/n/sa/s"
         );
     }
@@ -200,12 +295,9 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        assert_eq!(
-            spiffe_id_of(cert.der()),
-            Err(SpiffeError::NoSpiffeSan(vec![]))
-        );
+        assert_eq!(id_of(cert.der()), Err(SpiffeError::NoSpiffeSan(vec![])));
         assert!(matches!(
-            spiffe_id_of(b"junk"),
+            id_of(b"junk"),
             Err(SpiffeError::BadCertificate(_))
         ));
     }
