@@ -58,9 +58,9 @@ pub fn sk_lookup_steer(ctx: SkLookupContext) -> u32 {
         count(stat::LOOKUP_STEERED);
         return SK_PASS;
     }
-    // Enrolled pod but no proxy listener (proxy down or restarting): drop the SYN so nothing
-    // reaches the app unenforced; the client's TCP retries the SYN and gets through once the proxy
-    // is back.
+    // Enrolled pod but no proxy listener (proxy down): fail the lookup so nothing reaches the app
+    // unenforced. The kernel answers the SYN with a reset (no socket), so the client is refused
+    // until the proxy is back.
     count(stat::LOOKUP_DROPPED_NO_PROXY);
     SK_DROP
 }

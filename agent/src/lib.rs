@@ -12,6 +12,7 @@ pub mod identity;
 pub mod kube;
 pub mod log_throttle;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod netns;
 pub mod node_view;

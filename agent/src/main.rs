@@ -56,23 +56,10 @@ fn main() -> ExitCode {
 }
 
 fn run_agent(args: run::RunArgs) -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    sockmesh_agent::memory::limit_malloc_arenas();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.worker_threads(args.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     }));
     runtime.enable_all().build()?.block_on(run::run(args))
-}
-
-/// glibc gives every thread that allocates its own arena, and freed connection buffers stay
-/// resident in each; two arenas keep the proxy's memory close to what its connections use. The
-/// 64 KiB connection buffers are mapped on their own (a fixed threshold, so glibc does not raise
-/// it), which returns them to the kernel when a connection ends and leaves the pages a short
-/// exchange never touches out of the resident set.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only changes allocator settings; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-    }
 }

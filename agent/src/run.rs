@@ -20,7 +20,7 @@ use crate::{
     netns,
     node_view::NodeView,
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
-    proxy::{Proxy, Timeouts},
+    proxy::{Limits, Proxy, Timeouts},
     telemetry::Telemetry,
     tls::peer::MeshTrust,
     workload::{Enroller, EnrollerParts, PodSpec, WorkloadByCgroup, config_pods},
@@ -83,6 +83,21 @@ pub struct RunArgs {
     /// How long inbound waits for a client's first bytes to tell mesh mTLS from the rest.
     #[arg(long, default_value = "1s")]
     pub detect_timeout: humantime::Duration,
+    /// A forwarded connection that moves no byte either way for this long is closed (Istio's TCP
+    /// idle timeout defaults to 1h too).
+    #[arg(long, default_value = "1h")]
+    pub idle_timeout: humantime::Duration,
+    /// Connections in flight, both directions (0: what the fd limit holds, less a reserve).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
+    /// Inbound connections from one address that are not mesh mTLS (0: an eighth of the total,
+    /// at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_source: usize,
+    /// Inbound connections passed through as plaintext or the app's own TLS (0: half the total,
+    /// so the rest stays for mesh mTLS).
+    #[arg(long, default_value_t = 0)]
+    pub max_passthrough_connections: usize,
     /// Proxy worker threads (default: half the CPUs, at least one). The proxy shares the node with
     /// the workloads whose bytes it moves; on two cores one worker moved more bytes and new
     /// connections per CPU-second than two (docs/performance.md).
@@ -113,7 +128,7 @@ pub struct KubeFlags {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    crate::rlimit::raise_nofile_at_start();
+    let nofile = crate::rlimit::raise_nofile_at_start();
     netns::init_home()?;
     crate::bpffs::ensure(&args.pin_dir)?;
     let mount = match &args.cgroup2_mount {
@@ -167,7 +182,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connect: args.connect_timeout.into(),
         handshake: args.handshake_timeout.into(),
         detect: args.detect_timeout.into(),
+        idle: args.idle_timeout.into(),
     };
+    let limits = Limits::for_fd_limit(
+        nofile.map_or(1024, |n| n.soft),
+        Limits {
+            total: args.max_connections,
+            per_source: args.max_connections_per_source,
+            passthrough: args.max_passthrough_connections,
+        },
+    );
+    info!(
+        total = limits.total,
+        per_source = limits.per_source,
+        passthrough = limits.passthrough,
+        "connection limits"
+    );
     let workloads = Arc::new(WorkloadByCgroup::default());
     let proxy = Arc::new(Proxy::new(
         capture.clone(),
@@ -175,11 +205,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.clone(),
         telemetry.clone(),
         timeouts,
+        limits,
     ));
     let reaper = tokio::spawn({
         let proxy = proxy.clone();
         async move { proxy.reap_idle_connections().await }
     });
+    let trimmer = tokio::spawn(crate::memory::trim_periodically());
     let revoker = tokio::spawn({
         let proxy = proxy.clone();
         async move { proxy.revoke_on_policy_change().await }
@@ -221,6 +253,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
     reaper.abort();
     revoker.abort();
+    trimmer.abort();
     Ok(())
 }
 

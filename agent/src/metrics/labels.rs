@@ -37,6 +37,8 @@ pub enum ResponseFlags {
     NoRoute,
     UpstreamFailure,
     DownstreamFailure,
+    /// A connection limit was reached (Envoy's overflow flag).
+    Overflow,
 }
 
 impl ResponseFlags {
@@ -47,6 +49,7 @@ impl ResponseFlags {
             Self::NoRoute => "NR",
             Self::UpstreamFailure => "UF",
             Self::DownstreamFailure => "DC",
+            Self::Overflow => "UO",
         }
     }
 }
@@ -77,6 +80,8 @@ pub enum RefusalReason {
     UpstreamHandshake,
     /// The inbound mTLS handshake with the connecting peer failed.
     DownstreamHandshake,
+    /// A connection limit (total, per source, passthrough) was reached.
+    ConnectionLimit,
 }
 
 impl RefusalReason {
@@ -90,6 +95,7 @@ impl RefusalReason {
             Self::UpstreamConnect => "upstream_connect",
             Self::UpstreamHandshake => "upstream_handshake",
             Self::DownstreamHandshake => "downstream_handshake",
+            Self::ConnectionLimit => "connection_limit",
         }
     }
 
@@ -101,6 +107,7 @@ impl RefusalReason {
             Self::PolicyDenied | Self::PlaintextRejected => ResponseFlags::Deny,
             Self::UpstreamConnect | Self::UpstreamHandshake => ResponseFlags::UpstreamFailure,
             Self::DownstreamHandshake => ResponseFlags::DownstreamFailure,
+            Self::ConnectionLimit => ResponseFlags::Overflow,
         }
     }
 }

@@ -12,17 +12,12 @@
 mod accept;
 mod inbound;
 mod io;
+mod limits;
 mod outbound;
 mod refusal;
 mod tunnel;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 
@@ -50,9 +45,12 @@ pub struct Proxy {
     tunnels: tunnel::Tunnels,
     /// Set when the agent drains: idle tunnels close instead of waiting for streams.
     draining: tokio::sync::watch::Sender<bool>,
-    /// Connections accepted and not yet finished, whatever their phase: what a drain waits for.
-    in_flight: AtomicUsize,
+    /// Connections accepted and not yet finished, whatever their phase (what a drain waits for),
+    /// against the connection limits.
+    usage: limits::Usage,
 }
+
+pub use limits::Limits;
 
 /// Time limits of one connection's set-up phases.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +59,8 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// How long inbound waits for the first bytes to classify a connection.
     pub detect: Duration,
+    /// A forwarded connection that moves no byte for this long is closed.
+    pub idle: Duration,
 }
 
 impl Proxy {
@@ -70,6 +70,7 @@ impl Proxy {
         config: ConfigHandle,
         telemetry: Arc<Telemetry>,
         timeouts: Timeouts,
+        limits: Limits,
     ) -> Self {
         Self {
             capture,
@@ -82,13 +83,13 @@ impl Proxy {
             open_inbound: inbound::OpenInbound::default(),
             tunnels: tunnel::Tunnels::default(),
             draining: tokio::sync::watch::Sender::new(false),
-            in_flight: AtomicUsize::new(0),
+            usage: limits::Usage::new(limits),
         }
     }
 
     /// Connections accepted and not yet finished.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.usage.in_flight()
     }
 
     /// Closes every idle tunnel and makes servers of tunnels close theirs as soon as their current
@@ -126,10 +127,15 @@ impl Proxy {
         }
     }
 
-    /// Counts one accepted connection until the returned guard drops.
-    fn track(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.usage.limits()
+    }
+
+    /// Counts one accepted connection until the returned guard drops; refused at the limit.
+    fn track(self: &Arc<Self>) -> Result<InFlight, refusal::Refusal> {
+        self.usage.accept()?;
+        Ok(InFlight(self.clone()))
     }
 }
 
@@ -171,6 +177,6 @@ struct InFlight(Arc<Proxy>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.usage.release();
     }
 }

@@ -4,7 +4,14 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::io::forward::reset;
-use crate::{flow::ConnectionInfo, metrics::RefusalReason, telemetry::Telemetry};
+use crate::{
+    flow::ConnectionInfo, log_throttle::Throttle, log_throttled, metrics::RefusalReason,
+    telemetry::Telemetry,
+};
+
+/// Refusals a client can cause at will are logged at most this often a second; the metrics and
+/// the access log still count every one.
+static REFUSED: Throttle = Throttle::new("connection refused", 20);
 
 /// A stage's "no": the reason (a metric label and response flag) and what exactly went wrong.
 #[derive(Debug)]
@@ -49,20 +56,24 @@ impl Refused {
     }
 }
 
-/// Records a refusal everywhere it is reported: the only function that does so.
+/// Records a refusal everywhere it is reported: the only function that does so. The access log
+/// has its own bounded queue (lines it cannot keep up with are dropped and counted).
 pub fn record(telemetry: &Telemetry, refused: Refused) {
     let Refused {
         info,
         refusal: Refusal { reason, error },
         downstream,
     } = refused;
-    warn!(
-        direction = info.direction.as_str(),
-        src = %info.source.addr,
-        dst = ?info.destination.original,
-        reason = reason.as_str(),
-        %error,
-        "connection refused"
+    log_throttled!(
+        REFUSED,
+        warn!(
+            direction = info.direction.as_str(),
+            src = %info.source.addr,
+            dst = ?info.destination.original,
+            reason = reason.as_str(),
+            %error,
+            "connection refused"
+        )
     );
     if let Some(downstream) = &downstream {
         reset(downstream);

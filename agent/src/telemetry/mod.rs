@@ -94,6 +94,11 @@ impl ObservedConnection {
     pub fn id(&self) -> u64 {
         self.guard.id()
     }
+
+    /// Bytes moved so far.
+    pub fn bytes(&self) -> ByteCount {
+        self.guard.bytes()
+    }
 }
 
 impl Drop for ObservedConnection {

@@ -25,6 +25,11 @@ const BACKLOG: i32 = 4096;
 /// Per-namespace sysctl (Linux 5.14+): migrate queued connections of a closed listener to another
 /// listener of its `SO_REUSEPORT` group. Opened inside the pod's namespace, so it sets the pod's.
 const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+/// Per-namespace sysctl: reuse TIME_WAIT sockets for new outgoing connections when safe (TCP
+/// timestamps). The proxy's upstream sockets to the app and to other nodes leave from the pod's
+/// namespace; without it, ~20k short connections a minute to one destination use up the ephemeral
+/// ports in TIME_WAIT. The kernel's default (2) reuses them on loopback only.
+const TW_REUSE: &str = "/proc/sys/net/ipv4/tcp_tw_reuse";
 /// `SO_NETNS_COOKIE` (Linux 5.14+), not exported by libc yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
@@ -43,9 +48,10 @@ impl PodListeners {
     pub fn bind(netns: &Netns, outbound_port: u16, inbound_port: u16) -> anyhow::Result<Self> {
         let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        let (migrate, out4, out6, in4, in6) = netns.run(|| {
+        let (migrate, tw_reuse, out4, out6, in4, in6) = netns.run(|| {
             (
                 std::fs::write(MIGRATE_REQ, "1"),
+                std::fs::write(TW_REUSE, "1"),
                 listen(v4(outbound_port)),
                 listen(v6(outbound_port)),
                 listen(v4(inbound_port)),
@@ -54,6 +60,9 @@ impl PodListeners {
         })?;
         if let Err(e) = migrate {
             warn!(netns = %netns.path().display(), error = %e, "cannot enable {MIGRATE_REQ}: a restart may reset queued connections");
+        }
+        if let Err(e) = tw_reuse {
+            warn!(netns = %netns.path().display(), error = %e, "cannot enable {TW_REUSE}: many short connections may exhaust ephemeral ports");
         }
         let out4 = out4.with_context(|| {
             format!(

@@ -61,18 +61,30 @@ pub async fn handle(
     };
     debug!(pod = %pod.spec.key(), %client, dst = %destination, "inbound captured");
     let mut request = accept(proxy, pod, client, destination);
+    // Until its client certificate is verified, a connection counts against its source's limit.
+    let unauthenticated = match proxy.usage.unauthenticated(client.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return Err(Refused::new(request.info(), refusal).reset(downstream)),
+    };
     (request.arrival, request.sni) = match classify(proxy, &request, &downstream).await {
         Some(classified) => classified,
         None => return Ok(()),
     };
     if request.arrival != Arrival::MeshTls {
-        return serve_plain(proxy, request, downstream).await;
+        let passthrough = match proxy.usage.passthrough() {
+            Ok(slot) => slot,
+            Err(refusal) => return Err(Refused::new(request.info(), refusal).reset(downstream)),
+        };
+        let served = serve_plain(proxy, request, downstream).await;
+        drop((passthrough, unauthenticated));
+        return served;
     }
     let (tls, principal) = match terminate(proxy, pod, downstream).await {
         Ok(terminated) => terminated,
         Err(refusal) => return Err(Refused::new(request.info(), refusal)),
     };
     request.principal = Some(principal);
+    drop(unauthenticated);
     if tls.get_ref().1.alpn_protocol() == Some(mesh::POOLED_ALPN) {
         serve_tunnel(proxy, request, tls).await;
         return Ok(());
@@ -175,7 +187,10 @@ async fn serve_plain(
     let mut conn = proxy.telemetry.open(request.info());
     let down = conn.count(downstream);
     let forwarding = admitted.until_revoked(splice_bidirectional(&down, &app));
-    if observe(&mut conn, forwarding).await.is_err() {
+    if observe(&mut conn, proxy.timeouts.idle, forwarding)
+        .await
+        .is_err()
+    {
         reset(down.get_ref());
         reset(&app);
     }
@@ -199,7 +214,10 @@ async fn serve_mesh(
     let mut conn = proxy.telemetry.open(request.info());
     let mut down = conn.count(tls);
     let forwarding = admitted.until_revoked(forward(&mut down, &mut app));
-    if observe(&mut conn, forwarding).await.is_err() {
+    if observe(&mut conn, proxy.timeouts.idle, forwarding)
+        .await
+        .is_err()
+    {
         reset(down.get_ref().get_ref().0.get_ref());
         reset(&app);
     }
@@ -215,7 +233,7 @@ async fn serve_tunnel(proxy: &Proxy, tunnel: InboundRequest, tls: MeshServerStre
         stream.arrival = Arrival::TunnelStream;
         open_stream(proxy, stream)
     };
-    tunnel_server::serve(tls, proxy.draining(), open).await;
+    tunnel_server::serve(tls, proxy.timeouts.idle, proxy.draining(), open).await;
 }
 
 async fn open_stream(proxy: &Proxy, request: InboundRequest) -> Result<Opened<'_>, String> {

@@ -1,14 +1,11 @@
 //! Byte forwarding between the two sides of a proxied connection, with half-close passed on.
-use std::{future::Future, time::Duration};
+use std::{future::Future, io, time::Duration};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::buffers::Buffer;
 
 use crate::telemetry::ObservedConnection;
-
-/// Bytes moved per read and write in each direction. tokio's default (8 KiB) costs a TLS record
-/// and a syscall per 8 KiB on bulk transfers; the pooled streams' buffer size lets rustls seal four
-/// full records into one `writev`.
-const COPY_BUFFER: usize = super::buffers::SIZE;
 
 /// How often a long-lived connection's bytes reach the metrics before it closes.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -16,15 +13,48 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Copies both ways until both sides are done; an EOF on one side is passed on as a shutdown of
 /// the other side's write half, so protocols that half-close keep working. Bytes are counted by
 /// the telemetry wrapper around the downstream side.
-pub async fn forward<D, U>(downstream: &mut D, upstream: &mut U) -> std::io::Result<()>
+pub async fn forward<D, U>(downstream: &mut D, upstream: &mut U) -> io::Result<()>
 where
-    D: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional_with_sizes(downstream, upstream, COPY_BUFFER, COPY_BUFFER)
-        .await
-        .map(|_| ())
+    let (mut down_r, mut down_w) = tokio::io::split(downstream);
+    let (mut up_r, mut up_w) = tokio::io::split(upstream);
+    tokio::try_join!(pump(&mut down_r, &mut up_w), pump(&mut up_r, &mut down_w)).map(|_| ())
 }
+
+/// One direction. Reads start with a small buffer, so an idle or chatty connection holds a few
+/// KiB; a read that fills it switches to a pooled 64 KiB buffer (one TLS `writev` of four full
+/// records per read on bulk transfers, where tokio's 8 KiB cost a record and a syscall per
+/// 8 KiB), which goes back to the pool when reads are small again.
+async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = vec![0u8; SMALL_COPY].into_boxed_slice();
+    let mut large: Option<Buffer> = None;
+    loop {
+        let buf = match large.as_mut() {
+            Some(large) => &mut large[..],
+            None => &mut small[..],
+        };
+        let n = from.read(buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        match large {
+            None if n == SMALL_COPY => large = Some(Buffer::take()),
+            Some(_) if n < SMALL_COPY => large = None,
+            _ => {}
+        }
+    }
+}
+
+/// The copy buffer of a connection that is not moving bulk data.
+const SMALL_COPY: usize = 4 * 1024;
 
 /// Makes the kernel answer the peer's next move with a reset, and the close a reset: a refused
 /// connection, or one whose other side ended abnormally, is visible as such, not as a clean EOF
@@ -35,14 +65,19 @@ pub fn reset(stream: &tokio::net::TcpStream) {
 
 /// Runs a connection's forwarding to its end, pushing its byte counts into the metrics every few
 /// seconds (dashboards see long-lived connections move) and recording an error on the connection.
-/// The result is returned so the caller can pass an abnormal end on as a reset.
+/// A connection that moved no byte either way for `idle` is ended (as an error: both sides are
+/// reset). The result is returned so the caller can pass an abnormal end on as a reset.
 pub async fn observe(
     conn: &mut ObservedConnection,
+    idle: Duration,
     forwarding: impl Future<Output = std::io::Result<()>>,
 ) -> std::io::Result<()> {
     tokio::pin!(forwarding);
-    let mut flush =
-        tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
+    let every = FLUSH_EVERY.min(idle / 4).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut last_bytes = conn.bytes();
+    let mut last_active = tokio::time::Instant::now();
+    let mut since_flush = Duration::ZERO;
     loop {
         tokio::select! {
             result = &mut forwarding => {
@@ -52,7 +87,24 @@ pub async fn observe(
                 }
                 return result;
             }
-            _ = flush.tick() => conn.flush_metrics(),
+            now = tick.tick() => {
+                since_flush += every;
+                if since_flush >= FLUSH_EVERY {
+                    since_flush = Duration::ZERO;
+                    conn.flush_metrics();
+                }
+                let bytes = conn.bytes();
+                if bytes != last_bytes {
+                    (last_bytes, last_active) = (bytes, now);
+                } else if now.duration_since(last_active) >= idle {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("idle for {}", humantime::format_duration(idle)),
+                    );
+                    conn.set_error(&e);
+                    return Err(e);
+                }
+            }
         }
     }
 }

@@ -115,9 +115,13 @@ async fn forward(
                 .telemetry
                 .open(request.forwarded(WireMode::Plaintext, None));
             let down = conn.count(downstream);
-            if observe(&mut conn, splice_bidirectional(&down, &tcp))
-                .await
-                .is_err()
+            if observe(
+                &mut conn,
+                proxy.timeouts.idle,
+                splice_bidirectional(&down, &tcp),
+            )
+            .await
+            .is_err()
             {
                 reset(down.get_ref());
                 reset(&tcp);
@@ -135,7 +139,10 @@ async fn forward(
             let info = request.forwarded(WireMode::MutualTls, Some(stream.peer()));
             let mut conn = proxy.telemetry.open(info);
             let mut down = conn.count(downstream);
-            if observe(&mut conn, stream.relay(&mut down)).await.is_err() {
+            if observe(&mut conn, proxy.timeouts.idle, stream.relay(&mut down))
+                .await
+                .is_err()
+            {
                 reset(down.get_ref());
             }
         }
@@ -150,7 +157,10 @@ async fn copy_tls(
 ) {
     let mut conn = proxy.telemetry.open(info);
     let mut down = conn.count(downstream);
-    if observe(&mut conn, copy(&mut down, tls)).await.is_err() {
+    if observe(&mut conn, proxy.timeouts.idle, copy(&mut down, tls))
+        .await
+        .is_err()
+    {
         reset(down.get_ref());
         reset(tls.get_ref().0.get_ref());
     }

@@ -35,8 +35,12 @@ pub struct Opened<'a> {
 /// Serves streams until the client closes the connection, a stream fails, or the agent drains.
 /// `open` is called with each stream's target port and either admits it or says why not (sent
 /// back in a `Refuse` frame; the opener records the refusal).
-pub async fn serve<'a, C, O, F>(mut conn: C, mut draining: watch::Receiver<bool>, mut open: O)
-where
+pub async fn serve<'a, C, O, F>(
+    mut conn: C,
+    idle: Duration,
+    mut draining: watch::Receiver<bool>,
+    mut open: O,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
     O: FnMut(u16) -> F,
     F: Future<Output = Result<Opened<'a>, String>>,
@@ -55,7 +59,7 @@ where
             Ok(Err(e)) => return debug!(error = %e, "pooled connection closed"),
         };
         let carried_on = match open(port).await {
-            Ok(opened) => serve_stream(&mut conn, opened).await,
+            Ok(opened) => serve_stream(&mut conn, idle, opened).await,
             Err(why) => frame::write_refuse(&mut conn, &why).await.is_ok(),
         };
         if !carried_on {
@@ -66,7 +70,7 @@ where
 
 /// Relays one admitted stream; false when the connection cannot carry another. A stream that
 /// ends abnormally (the tunnel broke, the client reset, the admission was revoked) resets the app.
-async fn serve_stream<C>(conn: &mut C, opened: Opened<'_>) -> bool
+async fn serve_stream<C>(conn: &mut C, idle: Duration, opened: Opened<'_>) -> bool
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -79,7 +83,7 @@ where
         return false;
     }
     let mut counted = observed.count_destination(app);
-    let relayed = observe(&mut observed, async {
+    let relayed = observe(&mut observed, idle, async {
         tokio::select! {
             result = relay(conn, &mut counted) => result,
             reason = revoked => Err(io::Error::new(io::ErrorKind::PermissionDenied, reason)),
