@@ -93,57 +93,8 @@ impl Snapshot {
     ) -> Self {
         resources.canonicalize();
         let r = &resources;
-        let namespaces: HashMap<String, usize> = r
-            .namespaces
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.metadata.name.clone(), i))
-            .collect();
-
-        let mut pods_by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut pod_by_key = HashMap::with_capacity(r.pods.len());
-        let mut pod_by_ip = HashMap::with_capacity(r.pods.len());
-        let mut pods_by_node: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut pod_in_mesh = Vec::with_capacity(r.pods.len());
-        for (i, pod) in r.pods.iter().enumerate() {
-            pods_by_ns.entry(pod.namespace()).or_default().push(i);
-            pod_by_key.insert(PodKey::new(pod.namespace(), pod.name()), i);
-            if !pod.spec.host_network {
-                for ip in pod.ips() {
-                    pod_by_ip.entry(ip).or_insert(i);
-                }
-            }
-            if let Some(node) = pod.node_name() {
-                pods_by_node.entry(node.to_owned()).or_default().push(i);
-            }
-            let ns_enabled = namespaces
-                .get(pod.namespace())
-                .is_some_and(|n| r.namespaces[*n].mesh_enabled());
-            pod_in_mesh.push(ns_enabled && !pod.opted_out() && !pod.spec.host_network);
-        }
-
-        let mut svc_by_ip = HashMap::new();
-        let mut svc_by_host = HashMap::with_capacity(r.services.len());
-        let mut svc_endpoints = Vec::with_capacity(r.services.len());
-        let mut pod_services = vec![Vec::new(); r.pods.len()];
-        for (s, svc) in r.services.iter().enumerate() {
-            for ip in svc.cluster_ips() {
-                svc_by_ip.entry(ip).or_insert(s);
-            }
-            svc_by_host.insert(fqdn(svc, &settings.cluster_domain), s);
-            let eps: Vec<usize> = pods_by_ns
-                .get(svc.namespace())
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|p| svc.selects(&r.pods[*p]))
-                .collect();
-            for p in &eps {
-                pod_services[*p].push(s);
-            }
-            svc_endpoints.push(eps);
-        }
-
+        let pods = index_pods(r);
+        let services = index_services(r, &pods.by_namespace, &settings.cluster_domain);
         let pa_index = PeerAuthnIndex::build(&r.peer_authentications);
         let pod_peer = r
             .pods
@@ -155,97 +106,30 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let svcs: Vec<&Service> = pod_services[i].iter().map(|s| &r.services[*s]).collect();
+                let svcs: Vec<&Service> =
+                    services.of_pod[i].iter().map(|s| &r.services[*s]).collect();
                 legacy::rules_for_pod(&r.mesh_policies, &r.policies, &svcs, p)
             })
             .collect();
-
-        let mut se_by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
-        let mut se_cidrs = Vec::new();
-        let mut se_by_host = HashMap::new();
-        for (e, se) in r.service_entries.iter().enumerate() {
-            let endpoint_ips = se
-                .spec
-                .endpoints
-                .iter()
-                .filter_map(|ep| ep.address.as_deref());
-            for addr in se
-                .spec
-                .addresses
-                .iter()
-                .map(String::as_str)
-                .chain(endpoint_ips)
-            {
-                if let Ok(ip) = addr.parse::<IpAddr>() {
-                    se_by_ip.entry(ip).or_default().push(e);
-                } else if let Ok(net) = addr.parse::<IpNet>() {
-                    se_cidrs.push((net, e));
-                }
-            }
-            for host in &se.spec.hosts {
-                se_by_host.entry(host.clone()).or_insert(e);
-            }
-        }
-        // Longest prefix first, so the most specific CIDR wins.
-        se_cidrs.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.1.cmp(&b.1)));
-
-        let mut credentials = HashMap::new();
-        for secret in &r.secrets {
-            let get = |keys: &[&str]| -> Result<Option<Arc<Vec<u8>>>, String> {
-                for k in keys {
-                    if let Some(v) = secret.value(k).map_err(|e| format!("data.{k}: {e}"))? {
-                        return Ok(Some(Arc::new(v)));
-                    }
-                }
-                Ok(None)
-            };
-            let cred = (|| {
-                Ok::<_, String>(Credential {
-                    cert: get(&["tls.crt", "cert"])?,
-                    key: get(&["tls.key", "key"])?,
-                    ca: get(&["ca.crt", "cacert"])?,
-                })
-            })();
-            match cred {
-                Ok(c) => {
-                    credentials.insert(
-                        (
-                            secret.metadata.namespace().to_owned(),
-                            secret.metadata.name.clone(),
-                        ),
-                        c,
-                    );
-                }
-                Err(e) => diagnostics.push(Diagnostic::about(
-                    Severity::Warning,
-                    Code::InvalidValue,
-                    ResourceRef::new(
-                        "Secret",
-                        Some(secret.metadata.namespace()),
-                        &secret.metadata.name,
-                    ),
-                    format!("invalid base64 in {e}"),
-                )),
-            }
-        }
-
+        let entries = index_service_entries(r);
+        let credentials = secret_credentials(r, &mut diagnostics);
         let dest_rules =
             DestinationRuleIndex::build(&r.destination_rules, &settings.cluster_domain);
         let authz = authz_index(r, &settings);
         Self {
-            pod_by_key,
-            pod_by_ip,
-            pods_by_node,
-            pod_in_mesh,
+            pod_by_key: pods.by_key,
+            pod_by_ip: pods.by_ip,
+            pods_by_node: pods.by_node,
+            pod_in_mesh: pods.in_mesh,
             pod_peer,
             pod_legacy,
-            pod_services,
-            svc_by_ip,
-            svc_by_host,
-            svc_endpoints,
-            se_by_ip,
-            se_cidrs,
-            se_by_host,
+            pod_services: services.of_pod,
+            svc_by_ip: services.by_ip,
+            svc_by_host: services.by_host,
+            svc_endpoints: services.endpoints,
+            se_by_ip: entries.by_ip,
+            se_cidrs: entries.cidrs,
+            se_by_host: entries.by_host,
             dest_rules,
             credentials,
             authz,
@@ -316,6 +200,177 @@ impl Snapshot {
 }
 
 /// Compiles the AuthorizationPolicies and lists, per pod, the ones that apply.
+/// Pods by namespace, key, address and node, and whether each is in the mesh.
+struct PodIndex<'a> {
+    by_namespace: HashMap<&'a str, Vec<usize>>,
+    by_key: HashMap<PodKey, usize>,
+    by_ip: HashMap<IpAddr, usize>,
+    by_node: HashMap<String, Vec<usize>>,
+    in_mesh: Vec<bool>,
+}
+
+fn index_pods(r: &Resources) -> PodIndex<'_> {
+    let namespaces: HashMap<&str, usize> = r
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.metadata.name.as_str(), i))
+        .collect();
+    let mut index = PodIndex {
+        by_namespace: HashMap::new(),
+        by_key: HashMap::with_capacity(r.pods.len()),
+        by_ip: HashMap::with_capacity(r.pods.len()),
+        by_node: HashMap::new(),
+        in_mesh: Vec::with_capacity(r.pods.len()),
+    };
+    for (i, pod) in r.pods.iter().enumerate() {
+        index
+            .by_namespace
+            .entry(pod.namespace())
+            .or_default()
+            .push(i);
+        index
+            .by_key
+            .insert(PodKey::new(pod.namespace(), pod.name()), i);
+        if !pod.spec.host_network {
+            for ip in pod.ips() {
+                index.by_ip.entry(ip).or_insert(i);
+            }
+        }
+        if let Some(node) = pod.node_name() {
+            index.by_node.entry(node.to_owned()).or_default().push(i);
+        }
+        let namespace_in_mesh = namespaces
+            .get(pod.namespace())
+            .is_some_and(|n| r.namespaces[*n].mesh_enabled());
+        index
+            .in_mesh
+            .push(namespace_in_mesh && !pod.opted_out() && !pod.spec.host_network);
+    }
+    index
+}
+
+/// Services by cluster IP and host, their endpoint pods, and each pod's services.
+struct ServiceIndex {
+    by_ip: HashMap<IpAddr, usize>,
+    by_host: HashMap<String, usize>,
+    endpoints: Vec<Vec<usize>>,
+    of_pod: Vec<Vec<usize>>,
+}
+
+fn index_services(
+    r: &Resources,
+    pods_by_namespace: &HashMap<&str, Vec<usize>>,
+    cluster_domain: &str,
+) -> ServiceIndex {
+    let mut index = ServiceIndex {
+        by_ip: HashMap::new(),
+        by_host: HashMap::with_capacity(r.services.len()),
+        endpoints: Vec::with_capacity(r.services.len()),
+        of_pod: vec![Vec::new(); r.pods.len()],
+    };
+    for (s, svc) in r.services.iter().enumerate() {
+        for ip in svc.cluster_ips() {
+            index.by_ip.entry(ip).or_insert(s);
+        }
+        index.by_host.insert(fqdn(svc, cluster_domain), s);
+        let endpoints: Vec<usize> = pods_by_namespace
+            .get(svc.namespace())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|p| svc.selects(&r.pods[*p]))
+            .collect();
+        for p in &endpoints {
+            index.of_pod[*p].push(s);
+        }
+        index.endpoints.push(endpoints);
+    }
+    index
+}
+
+/// ServiceEntries by address, CIDR (longest prefix first) and host.
+struct EntryIndex {
+    by_ip: HashMap<IpAddr, Vec<usize>>,
+    cidrs: Vec<(IpNet, usize)>,
+    by_host: HashMap<String, usize>,
+}
+
+fn index_service_entries(r: &Resources) -> EntryIndex {
+    let mut index = EntryIndex {
+        by_ip: HashMap::new(),
+        cidrs: Vec::new(),
+        by_host: HashMap::new(),
+    };
+    for (e, se) in r.service_entries.iter().enumerate() {
+        let endpoint_ips = se
+            .spec
+            .endpoints
+            .iter()
+            .filter_map(|ep| ep.address.as_deref());
+        for addr in se
+            .spec
+            .addresses
+            .iter()
+            .map(String::as_str)
+            .chain(endpoint_ips)
+        {
+            if let Ok(ip) = addr.parse::<IpAddr>() {
+                index.by_ip.entry(ip).or_default().push(e);
+            } else if let Ok(net) = addr.parse::<IpNet>() {
+                index.cidrs.push((net, e));
+            }
+        }
+        for host in &se.spec.hosts {
+            index.by_host.entry(host.clone()).or_insert(e);
+        }
+    }
+    // Longest prefix first, so the most specific CIDR wins.
+    index
+        .cidrs
+        .sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.1.cmp(&b.1)));
+    index
+}
+
+/// `credentialName` material by (namespace, Secret name); a Secret with invalid base64 is a
+/// warning and left out.
+fn secret_credentials(
+    r: &Resources,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<(String, String), Credential> {
+    let mut credentials = HashMap::new();
+    for secret in &r.secrets {
+        let get = |keys: &[&str]| -> Result<Option<Arc<Vec<u8>>>, String> {
+            for k in keys {
+                if let Some(v) = secret.value(k).map_err(|e| format!("data.{k}: {e}"))? {
+                    return Ok(Some(Arc::new(v)));
+                }
+            }
+            Ok(None)
+        };
+        let credential = (|| {
+            Ok::<_, String>(Credential {
+                cert: get(&["tls.crt", "cert"])?,
+                key: get(&["tls.key", "key"])?,
+                ca: get(&["ca.crt", "cacert"])?,
+            })
+        })();
+        let namespace = secret.metadata.namespace();
+        match credential {
+            Ok(c) => {
+                credentials.insert((namespace.to_owned(), secret.metadata.name.clone()), c);
+            }
+            Err(e) => diagnostics.push(Diagnostic::about(
+                Severity::Warning,
+                Code::InvalidValue,
+                ResourceRef::new("Secret", Some(namespace), &secret.metadata.name),
+                format!("invalid base64 in {e}"),
+            )),
+        }
+    }
+    credentials
+}
+
 fn authz_index(r: &Resources, settings: &MeshSettings) -> AuthzIndex {
     let domains = std::iter::once(&settings.trust_domain)
         .chain(&settings.trust_domain_aliases)
