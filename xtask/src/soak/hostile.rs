@@ -1,6 +1,7 @@
 //! Hostile clients against the STRICT port, from a pod outside the mesh, counted where it
-//! matters: at the application. Nothing may reach it but the control row's valid mesh
-//! certificate (which must, or the zeros would prove nothing).
+//! matters: at the application. Nothing may reach it but the control rows' valid mesh
+//! certificate (which must, or the zeros would prove nothing). Every TLS kind runs on both
+//! inbound paths: a connection of its own (Istio's ALPN) and a stream on a pooled connection.
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -17,11 +18,18 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub fn run(world: &World, attempts: usize, report: &mut Report) -> Result<()> {
     let dir = world.bed.workdir().join("attack-certs");
     certs::write(&world.nodes[0].ca_dir(), &dir)?;
-    for kind in Attack::ALL {
-        let id = format!("strict/{}", kind.id());
-        match attack(world, kind, attempts, &dir) {
+    let paths = Attack::ALL.into_iter().map(|kind| (kind, false)).chain(
+        Attack::ALL
+            .into_iter()
+            .filter(|k| k.uses_tls())
+            .map(|kind| (kind, true)),
+    );
+    for (kind, pooled) in paths {
+        let path = if pooled { " (pooled)" } else { "" };
+        let id = format!("strict/{}{path}", kind.id());
+        match attack(world, kind, attempts, &dir, pooled) {
             Ok((reached, _)) if kind == Attack::MeshCert => report.assert(
-                &format!("{id} (control)"),
+                &format!("{id}, control"),
                 format!("{reached} of {attempts} reached the app"),
                 &format!("{attempts}"),
                 reached == attempts,
@@ -45,13 +53,14 @@ pub fn run(world: &World, attempts: usize, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Runs `attempts` attacks of `kind`; returns how many reached the app and how many TLS
-/// handshakes the attacker saw complete.
+/// Runs `attempts` attacks of `kind` (on the pooled path: `pooled`); returns how many reached
+/// the app and how many TLS handshakes the attacker saw complete.
 fn attack(
     world: &World,
     kind: Attack,
     attempts: usize,
     dir: &std::path::Path,
+    pooled: bool,
 ) -> Result<(usize, u64)> {
     let before = world.app_accepts(STRICT_PORT);
     let (addr, count, dir) = (
@@ -59,7 +68,7 @@ fn attack(
         attempts.to_string(),
         dir.display().to_string(),
     );
-    let cmd = tool(&[
+    let mut args = vec![
         "attack",
         &addr,
         "--kind",
@@ -67,7 +76,11 @@ fn attack(
         &count,
         "--cert-dir",
         &dir,
-    ])?;
+    ];
+    if pooled {
+        args.push("--pooled");
+    }
+    let cmd = tool(&args)?;
     // Refusals are fast; the limit only bounds a run where every attempt times out.
     let limit = Duration::from_secs(60) + Duration::from_millis(50) * attempts as u32;
     let out = world.attacker.run_timeout(cmd, limit)?;

@@ -1,6 +1,8 @@
 //! Hostile clients from a pod outside the mesh against a STRICT port: plaintext, garbage, and
 //! mTLS with certificates the mesh must refuse (plus one it must accept, so the zeros mean
-//! something). TLS kinds offer Istio's ALPN, so the agent takes them for mesh mTLS.
+//! something). TLS kinds offer Istio's ALPN, so the agent takes them for mesh mTLS on a
+//! connection of their own, or (`--pooled`) sockmesh's pooled ALPN and then open a stream on it
+//! with the pooled framing (`agent/src/proxy/pooled/frame.rs`): the two inbound paths.
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +21,12 @@ use serde_json::json;
 use super::end_kind;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+const MESH_ALPN: [&[u8]; 2] = [b"istio-peer-exchange", b"istio"];
+const POOLED_ALPN: &[u8] = b"sockmesh-pooled/1";
+/// Pooled frame kinds (a 4-byte header: kind, 24-bit big-endian length; then the payload).
+const FRAME_DATA: u8 = 0;
+const FRAME_OPEN: u8 = 1;
+const FRAME_ACCEPT: u8 = 2;
 const GARBAGE_LEN: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,9 +73,15 @@ impl Attack {
     }
 }
 
-pub fn run(addr: SocketAddr, kind: Attack, count: usize, cert_dir: &Path) -> Result<()> {
+pub fn run(
+    addr: SocketAddr,
+    kind: Attack,
+    count: usize,
+    cert_dir: &Path,
+    pooled: bool,
+) -> Result<()> {
     let tls = if kind.uses_tls() {
-        Some(Arc::new(client_config(cert_dir, kind.id())?))
+        Some(Arc::new(client_config(cert_dir, kind.id(), pooled)?))
     } else {
         None
     };
@@ -91,7 +105,12 @@ pub fn run(addr: SocketAddr, kind: Attack, count: usize, cert_dir: &Path) -> Res
                         session.complete_io(&mut conn)?;
                     }
                     handshakes += 1;
-                    reply(StreamOwned::new(session, conn), b"hello\n")
+                    let stream = StreamOwned::new(session, conn);
+                    if pooled {
+                        pooled_reply(stream, addr.port())
+                    } else {
+                        reply(stream, b"hello\n")
+                    }
                 }
                 (_, None) => unreachable!("TLS kinds have a config"),
             }
@@ -119,6 +138,27 @@ fn reply(mut conn: impl Read + Write, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a stream to `port` on a pooled connection, sends a line in a data frame and waits for
+/// a data frame back.
+fn pooled_reply(mut conn: impl Read + Write, port: u16) -> io::Result<()> {
+    let [hi, lo] = port.to_be_bytes();
+    conn.write_all(&[FRAME_OPEN, 0, 0, 2, hi, lo])?;
+    conn.flush()?;
+    let mut header = [0u8; 4];
+    conn.read_exact(&mut header)?;
+    if header[0] != FRAME_ACCEPT {
+        return Err(io::Error::other(format!("stream not accepted: {header:?}")));
+    }
+    conn.write_all(&[FRAME_DATA, 0, 0, 6])?;
+    conn.write_all(b"hello\n")?;
+    conn.flush()?;
+    conn.read_exact(&mut header)?;
+    match header[0] {
+        FRAME_DATA => Ok(()),
+        _ => Err(io::Error::other(format!("no data back: {header:?}"))),
+    }
+}
+
 /// Bytes no protocol starts with; a different sequence per attempt.
 fn garbage(attempt: usize) -> Vec<u8> {
     let mut state = attempt as u64 ^ 0x9e37_79b9_7f4a_7c15;
@@ -132,7 +172,7 @@ fn garbage(attempt: usize) -> Vec<u8> {
         .collect()
 }
 
-fn client_config(dir: &Path, stem: &str) -> Result<ClientConfig> {
+fn client_config(dir: &Path, stem: &str, pooled: bool) -> Result<ClientConfig> {
     let chain_path = dir.join(format!("{stem}.pem"));
     let chain = CertificateDer::pem_file_iter(&chain_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -146,7 +186,14 @@ fn client_config(dir: &Path, stem: &str) -> Result<ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()];
+    // As sockmesh's own client: the pooled ALPN first (the server prefers it), Istio's after,
+    // which is what makes the agent take the connection for mesh mTLS at all.
+    let pooled = pooled.then_some(POOLED_ALPN);
+    config.alpn_protocols = pooled
+        .into_iter()
+        .chain(MESH_ALPN)
+        .map(<[u8]>::to_vec)
+        .collect();
     Ok(config)
 }
 

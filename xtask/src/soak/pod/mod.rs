@@ -53,7 +53,7 @@ pub enum Tool {
         secs: f64,
     },
     /// `count` connection attempts of one hostile kind; TLS kinds read `<kind>.pem` (leaf and
-    /// chain) and `<kind>-key.pem` from `cert_dir`.
+    /// chain) and `<kind>-key.pem` from `cert_dir`, and with `--pooled` take the pooled path.
     Attack {
         addr: SocketAddr,
         #[arg(long, value_enum)]
@@ -61,6 +61,8 @@ pub enum Tool {
         count: usize,
         #[arg(long)]
         cert_dir: PathBuf,
+        #[arg(long)]
+        pooled: bool,
     },
 }
 
@@ -86,7 +88,8 @@ pub fn run(tool: Tool) -> Result<()> {
             kind,
             count,
             cert_dir,
-        } => attack::run(addr, kind, count, &cert_dir),
+            pooled,
+        } => attack::run(addr, kind, count, &cert_dir, pooled),
     }
 }
 
