@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         Task::ValidateManifests => validate::run(&root),
         Task::Demo { keep, clean } => demo::run(&root, keep, clean),
         Task::Bench(args) => bench::run(&root, args),
-        Task::Soak(args) => soak::run(&root, args),
+        Task::Soak(args) => soak::run(args),
         Task::SoakPod { tool } => soak::pod::run(tool),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.

@@ -54,7 +54,7 @@ pub fn run(root: &Path) -> Result<()> {
         steps.run("manifests", || validate::run(root));
         // Root too; asserts that nothing reaches an app where policy says no and that the
         // agents' descriptors and capture maps return to baseline (docs/reliability.md).
-        steps.run("soak-short", || soak::run(root, soak::SoakArgs::short()));
+        steps.run("soak-short", || soak::run(soak::SoakArgs::short()));
     }
     steps.summary(started.elapsed())
 }

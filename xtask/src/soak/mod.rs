@@ -17,12 +17,10 @@ mod slowloris;
 mod traffic;
 mod world;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd::Cmd;
 use agent::{SoakAgent, Usage};
 use report::{EXPECTED_AFTER_FIXES, Report};
 use traffic::{Probe, Summary};
@@ -83,7 +81,7 @@ const NOFILE: u64 = 1 << 18;
 /// Descriptors an agent holds besides the burst's (listeners, maps, pooled connections).
 const FD_RESERVE: u64 = 400;
 
-pub fn run(root: &Path, args: SoakArgs) -> Result<()> {
+pub fn run(args: SoakArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         if std::env::var_os("CI").is_none() {
             eprintln!(
@@ -95,7 +93,9 @@ pub fn run(root: &Path, args: SoakArgs) -> Result<()> {
     }
     let scale = if args.short { &SHORT } else { &FULL };
     let (nofile, raised) = raise_nofile()?;
-    let binary = build_agent(root)?;
+    // As the end-to-end tests build it (a no-op after them in `cargo xtask test`), or
+    // $SOCKMESH_BIN.
+    let binary = testbed::sockmesh_bin()?;
     let load = std::fs::read_to_string("/proc/loadavg")?;
     let started = Instant::now();
     let mut world = World::build(&binary)?;
@@ -213,23 +213,6 @@ fn fitting_burst(wanted: usize, nofile: u64, report: &mut Report) -> usize {
         ),
     );
     fits
-}
-
-/// Builds the agent as the tests do and returns the binary next to this xtask's.
-fn build_agent(root: &Path) -> Result<PathBuf> {
-    Cmd::new("cargo")
-        .args(["build", "-p", "sockmesh-agent", "--bin", "sockmesh"])
-        .current_dir(root)
-        .run()?;
-    let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .context("xtask has no directory")?
-        .join("sockmesh");
-    if !binary.is_file() {
-        bail!("no agent binary at {}", binary.display());
-    }
-    Ok(binary)
 }
 
 /// Waits up to `limit` until every agent has no more descriptors open than at its baseline;

@@ -36,10 +36,11 @@ fn attack(
     report: &mut Report,
 ) -> Result<()> {
     let agent = world.agent(SERVER)?;
-    let baseline = agent.usage()?;
     let before = Summary::of(
         &Probe::start(&world.client, world.mesh_addr(), BASELINE_SECS, false)?.finish()?,
     );
+    // After the probe: the pooled connection it leaves idle is part of the baseline.
+    let baseline = agent.usage()?;
     let accepts_before = world.app_accepts(port);
     let target = world.server.v4(port).to_string();
     let mut attacker = world.attacker.spawn(tool(&[

@@ -179,9 +179,17 @@ fn app_lines(app: &Process) -> impl Iterator<Item = Value> {
         .into_iter()
 }
 
-/// `xtask soak-pod <args>`: this very binary, as a program for a pod.
+/// `xtask soak-pod <args>`: this binary, as a program for a pod.
 pub fn tool(args: &[&str]) -> Result<Command> {
-    let mut cmd = Command::new(std::env::current_exe().context("current_exe")?);
+    let exe = std::env::current_exe().context("current_exe")?;
+    // Cargo replaces target/debug/xtask when a workspace build (the tests', the agent's) links
+    // it again while this one runs; /proc/self/exe then names the old file "... (deleted)",
+    // and the path holds the same source built anew.
+    let exe = match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    };
+    let mut cmd = Command::new(exe);
     cmd.arg("soak-pod").args(args);
     Ok(cmd)
 }
