@@ -9,12 +9,10 @@ use serde_json::Value;
 use super::agent::Usage;
 use super::report::Report;
 use super::world::{World, tool};
-use super::{settle_fds, usage_line};
+use super::{SETTLE, settle_fds, usage_line};
 
 /// Capture maps with one entry per connection in flight (on the client's node).
 const MAPS: [&str; 2] = ["CONNS", "PENDING"];
-/// Idle pooled connections close after 30 s (`proxy::pooled::pool::IDLE_TIMEOUT`); allow that.
-const SETTLE: Duration = Duration::from_secs(50);
 
 pub fn run(world: &World, conns: usize, hold_secs: f64, report: &mut Report) -> Result<()> {
     let agents = [world.agent(0)?, world.agent(1)?];
@@ -44,7 +42,7 @@ pub fn run(world: &World, conns: usize, hold_secs: f64, report: &mut Report) -> 
         })
         .context("many printed no \"open\" line")?;
     let open = opened["open"].as_u64().unwrap_or(0) as usize;
-    let (after, settled) = settle_fds(&agents, &baseline, SETTLE)?;
+    let (after, settled) = settle_fds(&agents, &baseline)?;
     let mut maps_after = map_counts(world)?;
     while maps_after.iter().zip(&maps_before).any(|(a, b)| a > b) && closed_at.elapsed() < SETTLE {
         std::thread::sleep(Duration::from_secs(1));

@@ -13,7 +13,7 @@ use super::report::Report;
 use super::world::{STRICT_PORT, World, tool};
 
 /// Time for the agent's upstream connection of the last attempt to reach the app.
-const SETTLE: Duration = Duration::from_millis(500);
+const ARRIVAL: Duration = Duration::from_millis(500);
 
 pub fn run(world: &World, attempts: usize, report: &mut Report) -> Result<()> {
     let dir = world.bed.workdir().join("attack-certs");
@@ -93,7 +93,7 @@ fn attack(
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(ARRIVAL);
     let reached = world.app_accepts(STRICT_PORT) - before;
     Ok((reached, summary["handshakes"].as_u64().unwrap_or(0)))
 }

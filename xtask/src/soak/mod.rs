@@ -215,20 +215,21 @@ fn fitting_burst(wanted: usize, nofile: u64, report: &mut Report) -> usize {
     fits
 }
 
-/// Waits up to `limit` until every agent has no more descriptors open than at its baseline;
-/// returns their usage then and how long it took (`None`: not within `limit`).
-fn settle_fds(
-    agents: &[&SoakAgent],
-    baseline: &[Usage],
-    limit: Duration,
-) -> Result<(Vec<Usage>, Option<Duration>)> {
+/// How long descriptors may take to come back: idle pooled connections close after 30 s
+/// (`proxy::pooled::pool::IDLE_TIMEOUT`), and a probe racing a stream's return to the pool can
+/// leave one more than the baseline had.
+const SETTLE: Duration = Duration::from_secs(50);
+
+/// Waits up to [`SETTLE`] until every agent has no more descriptors open than at its baseline;
+/// returns their usage then and how long it took (`None`: not within the limit).
+fn settle_fds(agents: &[&SoakAgent], baseline: &[Usage]) -> Result<(Vec<Usage>, Option<Duration>)> {
     let started = Instant::now();
     loop {
         let now: Vec<Usage> = agents.iter().map(|a| a.usage()).collect::<Result<_>>()?;
         if now.iter().zip(baseline).all(|(n, b)| n.fds <= b.fds) {
             return Ok((now, Some(started.elapsed())));
         }
-        if started.elapsed() > limit {
+        if started.elapsed() > SETTLE {
             return Ok((now, None));
         }
         std::thread::sleep(Duration::from_millis(500));

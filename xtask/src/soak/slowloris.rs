@@ -74,7 +74,7 @@ fn attack(
     let (cut, held) = (last["cut"].as_u64(), last["held"].as_u64());
     let (cut, held) = (cut.unwrap_or(0), held.unwrap_or(0));
     let reached = world.app_accepts(port) - accepts_before;
-    let (after, settled) = settle_fds(&[agent], &[baseline], Duration::from_secs(15))?;
+    let (after, settled) = settle_fds(&[agent], &[baseline])?;
     let after: Usage = after[0];
 
     if port == STRICT_PORT {
