@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod setup;
+mod soak;
 mod test;
 mod validate;
 
@@ -43,6 +44,17 @@ enum Task {
     /// pair (mTLS and plain), interleaved per round; writes docs/performance.md and its plot.
     /// Needs root.
     Bench(bench::BenchArgs),
+    /// Hostile and heavy load against two agents on the test bed (issue 12): attackers against
+    /// STRICT, slowloris, 10,000 concurrent connections, kill -9, config churn, certificate
+    /// rotation; prints one table and fails when a security invariant or a return to baseline
+    /// does not hold. `--short` is the CI version. Needs root.
+    Soak(soak::SoakArgs),
+    /// A program the soak runs inside a pod (not for direct use).
+    #[command(hide = true)]
+    SoakPod {
+        #[command(subcommand)]
+        tool: soak::pod::Tool,
+    },
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -61,6 +73,8 @@ fn main() -> ExitCode {
         Task::ValidateManifests => validate::run(&root),
         Task::Demo { keep, clean } => demo::run(&root, keep, clean),
         Task::Bench(args) => bench::run(&root, args),
+        Task::Soak(args) => soak::run(args),
+        Task::SoakPod { tool } => soak::pod::run(tool),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.
     match result {

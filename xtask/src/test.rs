@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::cmd::Cmd;
-use crate::{setup, validate};
+use crate::{setup, soak, validate};
 
 /// Built only by aya-build (agent/build.rs), for the bpfel target.
 const EBPF_PACKAGE: &str = "sockmesh-ebpf";
@@ -52,6 +52,9 @@ pub fn run(root: &Path) -> Result<()> {
             cargo(&["test", "--workspace", "--exclude", EBPF_PACKAGE])
         });
         steps.run("manifests", || validate::run(root));
+        // Root too; asserts that nothing reaches an app where policy says no and that the
+        // agents' descriptors and capture maps return to baseline (docs/reliability.md).
+        steps.run("soak-short", || soak::run(soak::SoakArgs::short()));
     }
     steps.summary(started.elapsed())
 }

@@ -1,5 +1,6 @@
 //! One sockmesh agent per node for a block of runs: started before it, stopped and uninstalled
 //! after it, so the other configurations run with no BPF program attached and no proxy running.
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +14,28 @@ const READY: &str = "agent ready";
 const ENROLLED: &str = "pod enrolled";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Starts `sockmesh run` for `node` like the test bed's agents (own cgroup, pins, loopback
+/// ports of set 0, the bed's shared CA), but with info logging, no access log and a 1 s drain
+/// (measured runs end with nothing to drain). Waits until its first reconcile is done.
+pub fn start_quiet<S: AsRef<OsStr>>(
+    binary: &Path,
+    node: &Node,
+    config: &Path,
+    extra: &[S],
+) -> Result<(Process, AgentPorts)> {
+    let ports = AgentPorts::of(node, 0)?;
+    let mut cmd = node_command(binary, node, config, &ports);
+    cmd.args(["--access-log", "off", "--drain-timeout", "1s"])
+        .args(extra)
+        .env("RUST_LOG", "sockmesh_agent=info")
+        .env("RUST_BACKTRACE", "0");
+    let mut process = node.spawn_agent(cmd)?;
+    process
+        .wait_for_log(READY, START_TIMEOUT)
+        .with_context(|| format!("agent of node {} did not start", node.name()))?;
+    Ok((process, ports))
+}
+
 /// A running agent and what it needs to be measured and removed.
 pub struct RunningAgent {
     process: Option<Process>,
@@ -22,28 +45,15 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Starts `sockmesh run` for `node` like the test bed's agents (own cgroup, pins, loopback
-    /// ports, the bed's shared CA), but with info logging and no access log: the benchmark
-    /// measures forwarding, not log writing. Waits until its first reconcile is done.
+    /// Starts `sockmesh run` for `node` with [`start_quiet`]: the benchmark measures
+    /// forwarding, not log writing.
     pub fn start(binary: &Path, node: &Node, config: &Path, extra: &[String]) -> Result<Self> {
-        let ports = AgentPorts::of(node, 0)?;
-        let metrics = ports.metrics;
-        let mut cmd = node_command(binary, node, config, &ports);
-        cmd.args(["--access-log", "off"])
-            // Blocks end with no connection open: nothing to drain on SIGTERM.
-            .args(["--drain-timeout", "1s"])
-            .args(extra)
-            .env("RUST_LOG", "sockmesh_agent=info")
-            .env("RUST_BACKTRACE", "0");
-        let mut process = node.spawn_agent(cmd)?;
-        process
-            .wait_for_log(READY, START_TIMEOUT)
-            .with_context(|| format!("agent of node {} did not start", node.name()))?;
+        let (process, ports) = start_quiet(binary, node, config, extra)?;
         Ok(RunningAgent {
             process: Some(process),
             pin_dir: node.pin_dir().to_owned(),
             binary: binary.to_owned(),
-            metrics,
+            metrics: ports.metrics,
         })
     }
 

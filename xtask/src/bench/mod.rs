@@ -1,12 +1,12 @@
 //! `cargo xtask bench`: pod to pod across two emulated nodes, direct versus sockmesh (DISABLE and
 //! ISTIO_MUTUAL) versus a reference HAProxy pair (mTLS and plain), interleaved per round as in
 //! shared/notes/perf-anchors.md, reported as medians and as ratios to direct in the same round.
-mod agents;
+pub(crate) mod agents;
 mod bpfstats;
 mod certs;
 mod configs;
 mod haproxy;
-mod measure;
+pub(crate) mod measure;
 mod plot;
 mod podmemory;
 mod profile;
