@@ -58,24 +58,6 @@ impl PinLayout {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn netns_link_names_round_trip() {
-        let p = PinLayout::new(Path::new("/sys/fs/bpf/sockmesh"));
-        let link = p.netns_link(4026532290);
-        assert_eq!(
-            link,
-            Path::new("/sys/fs/bpf/sockmesh/v1/links/sk_lookup_netns_4026532290")
-        );
-        let name = link.file_name().unwrap().to_str().unwrap();
-        assert_eq!(PinLayout::netns_inode_of(name), Some(4026532290));
-        assert_eq!(PinLayout::netns_inode_of("connect4"), None);
-    }
-}
-
 /// Pins `link` at `path`; a link already pinned there (an earlier agent's) is released only after
 /// the new one is attached, so there is no moment without capture.
 pub fn pin_replacing(link: FdLink, path: &Path) -> anyhow::Result<()> {
@@ -93,4 +75,22 @@ pub fn pin_replacing(link: FdLink, path: &Path) -> anyhow::Result<()> {
         info!(pin = %path.display(), "took over pinned link");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_link_names_round_trip() {
+        let p = PinLayout::new(Path::new("/sys/fs/bpf/sockmesh"));
+        let link = p.netns_link(4026532290);
+        assert_eq!(
+            link,
+            Path::new("/sys/fs/bpf/sockmesh/v1/links/sk_lookup_netns_4026532290")
+        );
+        let name = link.file_name().unwrap().to_str().unwrap();
+        assert_eq!(PinLayout::netns_inode_of(name), Some(4026532290));
+        assert_eq!(PinLayout::netns_inode_of("connect4"), None);
+    }
 }

@@ -33,7 +33,7 @@ impl Refusal {
 /// the client's socket, so the client sees a reset rather than a clean close.
 #[derive(Debug)]
 pub struct Refused {
-    pub info: ConnectionInfo,
+    pub info: Box<ConnectionInfo>,
     pub refusal: Refusal,
     pub downstream: Option<TcpStream>,
 }
@@ -43,7 +43,7 @@ impl Refused {
     /// is not a socket of its own (a tunnel stream, refused with a frame).
     pub fn new(info: ConnectionInfo, refusal: Refusal) -> Self {
         Self {
-            info,
+            info: Box::new(info),
             refusal,
             downstream: None,
         }
@@ -78,5 +78,5 @@ pub fn record(telemetry: &Telemetry, refused: Refused) {
     if let Some(downstream) = &downstream {
         reset(downstream);
     }
-    telemetry.refuse(info, reason, error);
+    telemetry.refuse(*info, reason, error);
 }

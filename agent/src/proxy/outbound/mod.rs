@@ -129,11 +129,11 @@ async fn forward(
         }
         Upstream::Dedicated(Secured::Mesh(MeshConnection { mut tls, peer })) => {
             let info = request.forwarded(WireMode::MutualTls, Some(&peer));
-            copy_tls(proxy, info, downstream, &mut *tls).await;
+            copy_tls(proxy, info, downstream, &mut tls).await;
         }
         Upstream::Dedicated(Secured::Originated(mut tls)) => {
             let info = request.forwarded(WireMode::OriginatedTls, None);
-            copy_tls(proxy, info, downstream, &mut *tls).await;
+            copy_tls(proxy, info, downstream, &mut tls).await;
         }
         Upstream::Tunnel(stream) => {
             let info = request.forwarded(WireMode::MutualTls, Some(stream.peer()));
