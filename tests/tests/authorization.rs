@@ -206,3 +206,112 @@ fn dry_run_counts_what_it_would_deny_without_denying() -> Result<()> {
     assert_eq!(s.denied()?, 0);
     Ok(())
 }
+
+/// A dedicated mesh mTLS connection, as an Istio sidecar makes one (ALPN `istio`, no tunnel):
+/// `openssl s_client` in a pod outside the mesh, with a certificate for `spiffe_id` signed by the
+/// mesh CA. The echo's reply, or nothing when the server's proxy refused the connection.
+fn sidecar_like_exchange(s: &Scenario, spiffe_id: &str, line: &str) -> Result<String> {
+    let ca = s._nodes.0.ca_dir();
+    let dir = tempfile::tempdir()?;
+    let name = spiffe_id.rsplit('/').next().unwrap_or("peer");
+    let (key, csr, cert) = (
+        dir.path().join(format!("{name}-key.pem")),
+        dir.path().join(format!("{name}.csr")),
+        dir.path().join(format!("{name}.pem")),
+    );
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=URI:{spiffe_id}\nextendedKeyUsage=clientAuth,serverAuth\n\
+             keyUsage=digitalSignature,keyEncipherment\n"
+        ),
+    )?;
+    let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
+        let out = Command::new("openssl").args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[
+        &os("req"),
+        &os("-nodes"),
+        &os("-newkey"),
+        &os("ec"),
+        &os("-pkeyopt"),
+        &os("ec_paramgen_curve:P-256"),
+        &os("-keyout"),
+        key.as_os_str(),
+        &os("-out"),
+        csr.as_os_str(),
+        &os("-subj"),
+        &os("/O=cluster.local"),
+    ])?;
+    run(&[
+        &os("x509"),
+        &os("-req"),
+        &os("-in"),
+        csr.as_os_str(),
+        &os("-CA"),
+        ca.join("ca-cert.pem").as_os_str(),
+        &os("-CAkey"),
+        ca.join("ca-key.pem").as_os_str(),
+        &os("-CAcreateserial"),
+        &os("-CAserial"),
+        dir.path().join("serial").as_os_str(),
+        &os("-days"),
+        &os("1"),
+        &os("-out"),
+        cert.as_os_str(),
+        &os("-extfile"),
+        ext.as_os_str(),
+    ])?;
+    let script = format!(
+        "(echo {line}; sleep 1) | timeout 6 openssl s_client -quiet -no_ign_eof -connect {} -alpn istio \
+         -cert {} -key {} 2>/dev/null",
+        s.httpbin.v4(8000),
+        cert.display(),
+        key.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    let out = s.outside.run_timeout(cmd, Duration::from_secs(15))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn dedicated_mesh_mtls_from_a_sidecar_like_client_goes_through_admission() -> Result<()> {
+    let yaml = policy("only-sleep", "ALLOW", ALLOW_SLEEP, "");
+    let Some(s) = Scenario::start("authz-dedicated", &yaml)? else {
+        return Ok(());
+    };
+    let allowed = sidecar_like_exchange(
+        &s,
+        "spiffe://cluster.local/ns/test1/sa/sleep",
+        "dedicated-allowed",
+    )?;
+    assert!(
+        allowed.contains("dedicated-allowed"),
+        "allowed peer got: {allowed:?}"
+    );
+    let denied = sidecar_like_exchange(
+        &s,
+        "spiffe://cluster.local/ns/test1/sa/other",
+        "dedicated-denied",
+    )?;
+    assert!(
+        !denied.contains("dedicated-denied"),
+        "denied peer got: {denied:?}"
+    );
+    eventually(Duration::from_secs(5), || {
+        Ok(s.server_agent.access_log()?.iter().any(|l| {
+            l["reason"] == "policy_denied"
+                && l.to_string().contains("cluster.local/ns/test1/sa/other")
+        }))
+    })
+    .with_context(|| format!("{:?}", s.server_agent.access_log()))
+}
