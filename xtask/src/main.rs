@@ -26,7 +26,8 @@ enum Task {
     /// Install what builds and tests need: rust-src for the pinned nightly, bpf-linker built
     /// against its LLVM, Debian packages, the manifest validator. Idempotent.
     Setup,
-    /// Setup, then fmt, clippy, all workspace tests and the manifest validation (what CI runs).
+    /// Setup, then fmt, clippy, all workspace tests, the manifest validation and the short soak
+    /// (what CI runs).
     Test,
     /// Validate every manifest under deploy/ offline against the Kubernetes schemas.
     ValidateManifests,

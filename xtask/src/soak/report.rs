@@ -117,3 +117,49 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     let index = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted.get(index).copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_invariant_fails_the_run_unless_it_is_expected_to() {
+        let mut report = Report::default();
+        report.assert("strict/plaintext", "1 of 50".into(), "0", false);
+        report.assert(EXPECTED_AFTER_FIXES[0], "50 of 50".into(), "0", false);
+        report.target("burst/1000: agent RSS", "big".into(), "small", false);
+        report.figure("memory per connection", "35 KiB".into());
+        assert_eq!(report.failed_invariants(), ["strict/plaintext"]);
+        let table = report.table();
+        assert!(table.contains("| strict/plaintext | 1 of 50 | 0 | **FAIL** (asserted) |"));
+        assert!(table.contains("FAIL (expected until fixed)"));
+        assert!(table.contains("| big | small | FAIL (reported) |"));
+    }
+
+    #[test]
+    fn an_expected_failure_that_passes_asks_to_be_removed_from_the_list() {
+        let mut report = Report::default();
+        report.assert(EXPECTED_AFTER_FIXES[1], "0 of 50".into(), "0", true);
+        assert!(report.failed_invariants().is_empty());
+        assert!(
+            report
+                .table()
+                .contains("ok: remove from EXPECTED_AFTER_FIXES")
+        );
+    }
+
+    #[test]
+    fn an_unmeasured_phase_is_a_failed_invariant() {
+        let mut report = Report::default();
+        report.broken("burst", &anyhow::anyhow!("many printed nothing"));
+        assert_eq!(report.failed_invariants(), ["burst"]);
+    }
+
+    #[test]
+    fn quantiles_of_sorted_values() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), Some(51.0));
+        assert_eq!(quantile(&values, 0.99), Some(99.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}
