@@ -87,15 +87,15 @@ pub struct RunArgs {
     /// idle timeout defaults to 1h too).
     #[arg(long, default_value = "1h")]
     pub idle_timeout: humantime::Duration,
-    /// Connections in flight, both directions (0: what the fd limit holds, less a reserve).
+    /// Connections in flight, both directions (0: the fd limit, less a reserve, at two fds each).
     #[arg(long, default_value_t = 0)]
     pub max_connections: usize,
     /// Inbound connections from one address that are not mesh mTLS (0: an eighth of the total,
     /// at most 4096).
     #[arg(long, default_value_t = 0)]
     pub max_connections_per_source: usize,
-    /// Inbound connections passed through as plaintext or the app's own TLS (0: half the total,
-    /// so the rest stays for mesh mTLS).
+    /// Inbound connections passed through as plaintext or the app's own TLS (0: what half the fd
+    /// budget holds at six fds each, so the rest stays for mesh mTLS).
     #[arg(long, default_value_t = 0)]
     pub max_passthrough_connections: usize,
     /// Proxy worker threads (default: half the CPUs, at least one). The proxy shares the node with

