@@ -15,7 +15,8 @@ mod io;
 mod limits;
 mod outbound;
 mod refusal;
-mod tunnel;
+/// Public so the `tunnel_frame` fuzz target can read frames from untrusted bytes.
+pub mod tunnel;
 
 use std::{sync::Arc, time::Duration};
 

@@ -12,9 +12,11 @@
 //! node-level pooling come with HBONE, whose HTTP/2 streams have ids and whose CONNECT names
 //! the target address; giving the private protocol the same would only make a `/2` to retire.
 mod client;
-mod frame;
+/// Public so the `tunnel_frame` fuzz target can decode frames from untrusted bytes.
+pub mod frame;
 mod pool;
-mod relay;
+/// Public so the `tunnel_frame` fuzz target can relay a stream read from untrusted bytes.
+pub mod relay;
 pub mod server;
 
 use tokio_rustls::client::TlsStream;
