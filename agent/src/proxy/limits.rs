@@ -42,15 +42,13 @@ pub struct Limits {
 impl Limits {
     /// Limits that fit in `nofile` descriptors; explicit (non-zero) values in `wanted` win.
     pub fn for_fd_limit(nofile: u64, wanted: Limits) -> Limits {
-        let budget = nofile.saturating_sub(FD_RESERVE.min(nofile / 4)) / FDS_PER_CONNECTION;
-        let total = non_zero(
-            wanted.total,
-            usize::try_from(budget).unwrap_or(usize::MAX).max(16),
-        );
+        let budget = nofile.saturating_sub(FD_RESERVE.min(nofile / 4));
+        let count = |fds: u64| usize::try_from(fds).unwrap_or(usize::MAX).max(8);
+        let total = non_zero(wanted.total, count(budget / FDS_PER_CONNECTION));
         Limits {
             total,
             per_source: non_zero(wanted.per_source, (total / 8).clamp(8, 4096)),
-            passthrough: non_zero(wanted.passthrough, (total / 2).max(8)),
+            passthrough: non_zero(wanted.passthrough, count(budget / 2 / FDS_PER_SPLICED)),
         }
     }
 }
@@ -226,14 +224,20 @@ mod tests {
             per_source: 0,
             passthrough: 0,
         };
-        let l = Limits::for_fd_limit(1024, unset);
-        assert!(l.total as u64 * FDS_PER_CONNECTION <= 1024, "{l:?}");
+        for nofile in [1024, 20_000, 1 << 20] {
+            let l = Limits::for_fd_limit(nofile, unset);
+            assert!(l.total as u64 * FDS_PER_CONNECTION <= nofile, "{l:?}");
+            assert!(
+                l.passthrough as u64 * FDS_PER_SPLICED <= nofile / 2,
+                "{l:?}"
+            );
+            assert!(l.passthrough < l.total && l.per_source < l.total, "{l:?}");
+        }
         let l = Limits::for_fd_limit(1 << 20, unset);
         assert_eq!(
             l.total as u64,
             ((1 << 20) - FD_RESERVE) / FDS_PER_CONNECTION
         );
-        assert!(l.passthrough < l.total && l.per_source < l.total, "{l:?}");
         let explicit = Limits { total: 50, ..unset };
         assert_eq!(Limits::for_fd_limit(1 << 20, explicit).total, 50);
     }

@@ -8,6 +8,8 @@ use std::{
 };
 
 pub const SIZE: usize = 64 * 1024;
+/// The buffer of a connection that is not moving bulk data.
+pub const SMALL: usize = 4 * 1024;
 /// Buffers kept for reuse per thread; any more are freed as their streams end.
 const KEPT: usize = 8;
 
@@ -24,6 +26,41 @@ impl Buffer {
         Self(Some(
             reused.unwrap_or_else(|| vec![0u8; SIZE].into_boxed_slice()),
         ))
+    }
+}
+
+/// A copy buffer sized to what its connection moves: [`SMALL`] bytes, owned, while reads are
+/// small (an idle or chatty connection holds a few KiB); a pooled [`SIZE`] buffer after a read
+/// fills the small one (bulk), given back when reads are small again.
+pub struct AdaptiveBuffer {
+    small: Box<[u8]>,
+    large: Option<Buffer>,
+}
+
+impl AdaptiveBuffer {
+    pub fn new() -> Self {
+        Self {
+            small: vec![0u8; SMALL].into_boxed_slice(),
+            large: None,
+        }
+    }
+
+    /// The buffer to read into.
+    pub fn get(&mut self) -> &mut [u8] {
+        match self.large.as_mut() {
+            Some(large) => large,
+            None => &mut self.small,
+        }
+    }
+
+    /// Adapts to a read of `n` bytes; `filled` says it took all the room the buffer had. A read
+    /// that fills the small buffer means bulk; a small read while large means the bulk ended.
+    pub fn read(&mut self, n: usize, filled: bool) {
+        match self.large {
+            None if filled => self.large = Some(Buffer::take()),
+            Some(_) if n < SMALL => self.large = None,
+            _ => {}
+        }
     }
 }
 
@@ -55,6 +92,20 @@ impl DerefMut for Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_buffer_grows_under_bulk_and_gives_the_large_buffer_back() {
+        let mut buf = AdaptiveBuffer::new();
+        assert_eq!(buf.get().len(), SMALL);
+        buf.read(100, false);
+        assert_eq!(buf.get().len(), SMALL);
+        buf.read(SMALL, true);
+        assert_eq!(buf.get().len(), SIZE);
+        buf.read(SIZE, true);
+        assert_eq!(buf.get().len(), SIZE);
+        buf.read(10, false);
+        assert_eq!(buf.get().len(), SMALL);
+    }
 
     #[test]
     fn a_returned_buffer_is_handed_out_again() {

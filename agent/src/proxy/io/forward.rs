@@ -3,7 +3,7 @@ use std::{future::Future, io, time::Duration};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::buffers::Buffer;
+use super::buffers::AdaptiveBuffer;
 
 use crate::telemetry::ObservedConnection;
 
@@ -23,38 +23,27 @@ where
     tokio::try_join!(pump(&mut down_r, &mut up_w), pump(&mut up_r, &mut down_w)).map(|_| ())
 }
 
-/// One direction. Reads start with a small buffer, so an idle or chatty connection holds a few
-/// KiB; a read that fills it switches to a pooled 64 KiB buffer (one TLS `writev` of four full
-/// records per read on bulk transfers, where tokio's 8 KiB cost a record and a syscall per
-/// 8 KiB), which goes back to the pool when reads are small again.
+/// One direction, through a buffer sized to what the direction moves (`buffers::AdaptiveBuffer`):
+/// a few KiB while idle or chatty, 64 KiB under bulk (one TLS `writev` of four full records per
+/// read, where tokio's 8 KiB cost a record and a syscall per 8 KiB).
 async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut small = vec![0u8; SMALL_COPY].into_boxed_slice();
-    let mut large: Option<Buffer> = None;
+    let mut buf = AdaptiveBuffer::new();
     loop {
-        let buf = match large.as_mut() {
-            Some(large) => &mut large[..],
-            None => &mut small[..],
-        };
-        let n = from.read(buf).await?;
+        let chunk = buf.get();
+        let n = from.read(chunk).await?;
         if n == 0 {
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        let filled = n == chunk.len();
+        to.write_all(&chunk[..n]).await?;
         to.flush().await?;
-        match large {
-            None if n == SMALL_COPY => large = Some(Buffer::take()),
-            Some(_) if n < SMALL_COPY => large = None,
-            _ => {}
-        }
+        buf.read(n, filled);
     }
 }
-
-/// The copy buffer of a connection that is not moving bulk data.
-const SMALL_COPY: usize = 4 * 1024;
 
 /// Makes the kernel answer the peer's next move with a reset, and the close a reset: a refused
 /// connection, or one whose other side ended abnormally, is visible as such, not as a clean EOF

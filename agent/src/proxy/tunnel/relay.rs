@@ -6,15 +6,12 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, HEADER, Kind};
-use crate::proxy::io::buffers::{self, Buffer};
-
-/// Bytes per `Data` frame with its header: one frame is four full TLS records, which rustls seals
-/// and writes at once (its send buffer takes 64 KiB; a larger frame would cost a second, tiny
-/// record and syscall).
-const CHUNK: usize = buffers::SIZE;
+use crate::proxy::io::buffers::AdaptiveBuffer;
 
 /// Relays until both directions ended. `Ok` means the stream ended cleanly both ways and `conn` is
-/// ready for the next stream; on an error the connection must be dropped.
+/// ready for the next stream; on an error the connection must be dropped. Buffers adapt to what
+/// the stream moves: under bulk a `Data` frame with its header is 64 KiB, four full TLS records
+/// that rustls seals and writes at once (a larger frame would cost a second, tiny record).
 pub async fn relay<C, A>(conn: &mut C, app: &mut A) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -23,8 +20,9 @@ where
     let (mut conn_r, mut conn_w) = tokio::io::split(conn);
     let (mut app_r, mut app_w) = tokio::io::split(app);
     let outgoing = async {
-        let mut buf = Buffer::take();
+        let mut buffer = AdaptiveBuffer::new();
         loop {
+            let buf = buffer.get();
             let n = match app_r.read(&mut buf[HEADER..]).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -35,13 +33,15 @@ where
             if n == 0 {
                 return frame::write_empty(&mut conn_w, Kind::End).await;
             }
-            frame::encode_header(Kind::Data, n, &mut buf);
+            let filled = HEADER + n == buf.len();
+            frame::encode_header(Kind::Data, n, buf);
             conn_w.write_all(&buf[..HEADER + n]).await?;
             conn_w.flush().await?;
+            buffer.read(n, filled);
         }
     };
     let incoming = async {
-        let mut buf = Buffer::take();
+        let mut buffer = AdaptiveBuffer::new();
         loop {
             match frame::read_header(&mut conn_r).await? {
                 Some((Kind::Data, len)) => {
@@ -49,14 +49,18 @@ where
                     // app's socket is written while the rest of the frame is still arriving.
                     let mut left = len;
                     while left > 0 {
-                        let n = conn_r.read(&mut buf[..left.min(CHUNK)]).await?;
+                        let buf = buffer.get();
+                        let room = left.min(buf.len());
+                        let n = conn_r.read(&mut buf[..room]).await?;
                         if n == 0 {
                             return Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
                                 "pooled connection closed inside a frame",
                             ));
                         }
+                        let filled = n == buf.len();
                         app_w.write_all(&buf[..n]).await?;
+                        buffer.read(n, filled);
                         left -= n;
                     }
                 }
