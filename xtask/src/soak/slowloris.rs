@@ -93,12 +93,23 @@ fn attack(
     let cut_at = last["cut_p50_ms"]
         .as_u64()
         .map_or(String::new(), |ms| format!(", median after {ms} ms"));
-    report.target(
-        &format!("{id}: cut by the agent"),
-        format!("{cut} of {opened} cut{cut_at}; {held} still held after {secs} s"),
-        "all cut (detection / idle timeout)",
-        opened > 0 && held == 0,
-    );
+    let measured = format!("{cut} of {opened} cut{cut_at}; {held} still held after {secs} s");
+    if port == STRICT_PORT {
+        report.target(
+            &format!("{id}: cut by the agent"),
+            measured,
+            "all cut (detection timeout)",
+            opened > 0 && held == 0,
+        );
+    } else {
+        // PERMISSIVE hands plaintext to the app, which owns the connection from then on; the
+        // agent bounds what one source and all passthrough may hold, and closes idle ones at
+        // `--idle-timeout` (1 h, as Istio's TCP idle timeout), so within the run they are held.
+        report.figure(
+            &format!("{id}: held (passthrough: bounded by --max-connections-per-source and --max-passthrough-connections, closed at --idle-timeout)"),
+            measured,
+        );
+    }
     report.assert(
         &format!("{id}: server agent fds"),
         format!(

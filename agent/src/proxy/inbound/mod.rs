@@ -24,7 +24,7 @@ use super::{
     Proxy,
     io::{
         buffered::{BufferedTcp, buffered},
-        forward::{forward, observe, reset},
+        forward::{finish, forward, observe, reset},
         splice::splice_bidirectional,
         upstream::connect_in,
     },
@@ -187,13 +187,8 @@ async fn serve_plain(
     let mut conn = proxy.telemetry.open(request.info());
     let down = conn.count(downstream);
     let forwarding = admitted.until_revoked(splice_bidirectional(&down, &app));
-    if observe(&mut conn, proxy.timeouts.idle, forwarding)
-        .await
-        .is_err()
-    {
-        reset(down.get_ref());
-        reset(&app);
-    }
+    let result = observe(&mut conn, proxy.timeouts.idle, forwarding).await;
+    finish(&result, &app, Some(down.get_ref()));
     Ok(())
 }
 
@@ -214,13 +209,8 @@ async fn serve_mesh(
     let mut conn = proxy.telemetry.open(request.info());
     let mut down = conn.count(tls);
     let forwarding = admitted.until_revoked(forward(&mut down, &mut app));
-    if observe(&mut conn, proxy.timeouts.idle, forwarding)
-        .await
-        .is_err()
-    {
-        reset(down.get_ref().get_ref().0.get_ref());
-        reset(&app);
-    }
+    let result = observe(&mut conn, proxy.timeouts.idle, forwarding).await;
+    finish(&result, &app, Some(down.get_ref().get_ref().0.get_ref()));
     Ok(())
 }
 
@@ -258,7 +248,10 @@ async fn open_stream(proxy: &Proxy, request: InboundRequest) -> Result<Opened<'_
 async fn admitted_app(proxy: &Proxy, request: &InboundRequest) -> Result<TcpStream, Refusal> {
     admit(&proxy.config.current(), &proxy.telemetry.metrics, request)?;
     let dst = request.destination;
-    connect_in(&request.pod.netns, dst, proxy.timeouts.connect)
+    let app = connect_in(&request.pod.netns, dst, proxy.timeouts.connect)
         .await
-        .map_err(|e| Refusal::new(RefusalReason::UpstreamConnect, format!("app {dst}: {e}")))
+        .map_err(|e| Refusal::new(RefusalReason::UpstreamConnect, format!("app {dst}: {e}")))?;
+    // Armed now, so that a dead agent's close reaches the app as a reset (`finish` disarms it).
+    reset(&app);
+    Ok(app)
 }

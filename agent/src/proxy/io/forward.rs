@@ -45,6 +45,26 @@ where
     }
 }
 
+/// Ends a forwarded connection. `app` is the app-facing socket, armed with [`reset`] when the
+/// connection was accepted or connected, so that if the agent dies the kernel resets it instead of
+/// closing it cleanly: after a clean end it is disarmed and closes with a FIN; after an abnormal
+/// end it stays armed and `other` (the socket towards the peer, if plain TCP) is reset too.
+pub fn finish(
+    result: &io::Result<()>,
+    app: &tokio::net::TcpStream,
+    other: Option<&tokio::net::TcpStream>,
+) {
+    match result {
+        Ok(()) => {
+            let _ = socket2::SockRef::from(app).set_linger(None);
+        }
+        Err(_) => {
+            reset(app);
+            other.into_iter().for_each(reset);
+        }
+    }
+}
+
 /// Makes the kernel answer the peer's next move with a reset, and the close a reset: a refused
 /// connection, or one whose other side ended abnormally, is visible as such, not as a clean EOF
 /// (which a protocol that reads to EOF would take for a complete body).

@@ -25,7 +25,7 @@ use super::{
     Proxy,
     io::{
         buffered::BufferedTcp,
-        forward::{forward as copy, observe, reset},
+        forward::{finish, forward as copy, observe, reset},
         splice::splice_bidirectional,
     },
     refusal::{Refusal, Refused},
@@ -46,6 +46,8 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Result<(), Refused> {
     let _ = downstream.set_nodelay(true);
+    // Armed now, so that a dead agent's close reaches the app as a reset (`finish` disarms it).
+    reset(&downstream);
     let accepted = Accepted {
         source: source.clone(),
         client,
@@ -115,17 +117,9 @@ async fn forward(
                 .telemetry
                 .open(request.forwarded(WireMode::Plaintext, None));
             let down = conn.count(downstream);
-            if observe(
-                &mut conn,
-                proxy.timeouts.idle,
-                splice_bidirectional(&down, &tcp),
-            )
-            .await
-            .is_err()
-            {
-                reset(down.get_ref());
-                reset(&tcp);
-            }
+            let forwarding = splice_bidirectional(&down, &tcp);
+            let result = observe(&mut conn, proxy.timeouts.idle, forwarding).await;
+            finish(&result, down.get_ref(), Some(&tcp));
         }
         Upstream::Dedicated(Secured::Mesh(MeshConnection { mut tls, peer })) => {
             let info = request.forwarded(WireMode::MutualTls, Some(&peer));
@@ -139,12 +133,8 @@ async fn forward(
             let info = request.forwarded(WireMode::MutualTls, Some(stream.peer()));
             let mut conn = proxy.telemetry.open(info);
             let mut down = conn.count(downstream);
-            if observe(&mut conn, proxy.timeouts.idle, stream.relay(&mut down))
-                .await
-                .is_err()
-            {
-                reset(down.get_ref());
-            }
+            let result = observe(&mut conn, proxy.timeouts.idle, stream.relay(&mut down)).await;
+            finish(&result, down.get_ref(), None);
         }
     }
 }
@@ -157,11 +147,6 @@ async fn copy_tls(
 ) {
     let mut conn = proxy.telemetry.open(info);
     let mut down = conn.count(downstream);
-    if observe(&mut conn, proxy.timeouts.idle, copy(&mut down, tls))
-        .await
-        .is_err()
-    {
-        reset(down.get_ref());
-        reset(tls.get_ref().0.get_ref());
-    }
+    let result = observe(&mut conn, proxy.timeouts.idle, copy(&mut down, tls)).await;
+    finish(&result, down.get_ref(), Some(tls.get_ref().0.get_ref()));
 }

@@ -16,7 +16,7 @@ use super::{
     relay::relay,
 };
 use crate::{
-    proxy::io::forward::{observe, reset},
+    proxy::io::forward::{finish, observe},
     telemetry::ObservedConnection,
 };
 
@@ -90,8 +90,6 @@ where
         }
     })
     .await;
-    if relayed.is_err() {
-        reset(counted.get_ref());
-    }
+    finish(&relayed, counted.get_ref(), None);
     relayed.is_ok()
 }
