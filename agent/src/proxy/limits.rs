@@ -75,10 +75,6 @@ impl Usage {
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Connections in flight.
     pub fn in_flight(&self) -> usize {
         self.total.load(Ordering::Acquire)

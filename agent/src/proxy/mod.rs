@@ -128,11 +128,6 @@ impl Proxy {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.usage.limits()
-    }
-
     /// Counts one accepted connection until the returned guard drops; refused at the limit.
     fn track(self: &Arc<Self>) -> Result<InFlight, refusal::Refusal> {
         self.usage.accept()?;

@@ -35,7 +35,7 @@ use crate::{
     flow::WorkloadRef,
     identity::SpiffeId,
     metrics::RefusalReason,
-    policy::InboundMode,
+    policy::{InboundMode, Snapshot},
     tls::{
         detect::{Detected, detect},
         mesh,
@@ -105,13 +105,12 @@ fn accept(
         name: p.name().to_owned(),
         pod: p.name().to_owned(),
     });
-    drop(snapshot);
     InboundRequest {
         pod: pod.clone(),
         client,
         source_workload,
         destination,
-        mode: port_mode(proxy, pod, destination.port()),
+        mode: port_mode(&snapshot, pod, destination.port()),
         arrival: Arrival::Uninspected,
         principal: None,
         sni: None,
@@ -120,10 +119,8 @@ fn accept(
 
 /// The PeerAuthentication mode of one of the pod's ports. A pod the configuration no longer knows
 /// gets the strictest treatment: fail closed.
-fn port_mode(proxy: &Proxy, pod: &EnrolledPod, port: u16) -> InboundMode {
-    proxy
-        .config
-        .current()
+fn port_mode(snapshot: &Snapshot, pod: &EnrolledPod, port: u16) -> InboundMode {
+    snapshot
         .inbound(&pod.key, port)
         .map_or(InboundMode::Strict, |i| i.mode)
 }
@@ -219,7 +216,7 @@ async fn serve_tunnel(proxy: &Proxy, tunnel: InboundRequest, tls: MeshServerStre
     let open = |port| {
         let mut stream = tunnel.clone();
         stream.destination = SocketAddr::new(tunnel.destination.ip(), port);
-        stream.mode = port_mode(proxy, &stream.pod, port);
+        stream.mode = port_mode(&proxy.config.current(), &stream.pod, port);
         stream.arrival = Arrival::TunnelStream;
         open_stream(proxy, stream)
     };

@@ -18,11 +18,15 @@ use tracing::warn;
 use super::{admission, request::InboundRequest};
 use crate::{metrics::Metrics, policy::Snapshot};
 
+/// Shards of the registry: every inbound connection registers and unregisters, so one lock for
+/// all of them would be a point of contention on the hot path.
+const SHARDS: usize = 16;
+
 /// The admitted inbound connections that are still open.
 #[derive(Default)]
 pub struct OpenInbound {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Watched>>,
+    open: [Mutex<HashMap<u64, Watched>>; SHARDS],
 }
 
 struct Watched {
@@ -52,7 +56,7 @@ impl OpenInbound {
             request: request.clone(),
             revocation: revocation.clone(),
         };
-        self.lock().insert(id, watched);
+        self.shard(id).insert(id, watched);
         Admitted {
             registry: self,
             id,
@@ -64,7 +68,19 @@ impl OpenInbound {
     /// were revoked.
     pub fn recheck(&self, snapshot: &Snapshot, metrics: &Metrics) -> usize {
         let mut revoked = 0;
-        for watched in self.lock().values() {
+        for shard in &self.open {
+            revoked += Self::recheck_shard(&lock(shard), snapshot, metrics);
+        }
+        revoked
+    }
+
+    fn recheck_shard(
+        open: &HashMap<u64, Watched>,
+        snapshot: &Snapshot,
+        metrics: &Metrics,
+    ) -> usize {
+        let mut revoked = 0;
+        for watched in open.values() {
             let decision = admission::authorize(snapshot, &watched.request);
             let policy = decision.policy.clone().unwrap_or_else(|| "-".into());
             let Some(refusal) = admission::denial(decision) else {
@@ -87,9 +103,13 @@ impl OpenInbound {
         revoked
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
+        lock(&self.open[id as usize % SHARDS])
     }
+}
+
+fn lock(shard: &Mutex<HashMap<u64, Watched>>) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Admitted<'_> {
@@ -123,6 +143,6 @@ impl Admitted<'_> {
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.registry.shard(self.id).remove(&self.id);
     }
 }

@@ -34,34 +34,38 @@ pub struct OutboundRequest {
 
 impl Accepted {
     pub fn info(&self) -> ConnectionInfo {
-        ConnectionInfo {
-            direction: Direction::Outbound,
-            mode: WireMode::Plaintext,
-            source: Source {
-                addr: self.client,
-                workload: Some(self.source.workload_ref()),
-                principal: Some(self.source.identity.id().to_string()),
-            },
-            destination: Destination {
-                original: None,
-                endpoint: None,
-                service: None,
-                workload: None,
-                principal: None,
-            },
-        }
+        base_info(&self.source, self.client, None)
     }
 }
 
 impl Captured {
     pub fn info(&self) -> ConnectionInfo {
-        let mut info = Accepted {
-            source: self.source.clone(),
-            client: self.client,
-        }
-        .info();
-        info.destination.original = Some(self.original);
-        info
+        base_info(&self.source, self.client, Some(self.original))
+    }
+}
+
+/// What is known before a route: the source workload and its identity, and the original
+/// destination once captured.
+fn base_info(
+    source: &EnrolledPod,
+    client: SocketAddr,
+    original: Option<SocketAddr>,
+) -> ConnectionInfo {
+    ConnectionInfo {
+        direction: Direction::Outbound,
+        mode: WireMode::Plaintext,
+        source: Source {
+            addr: client,
+            workload: Some(source.workload_ref()),
+            principal: Some(source.identity.id().to_string()),
+        },
+        destination: Destination {
+            original,
+            endpoint: None,
+            service: None,
+            workload: None,
+            principal: None,
+        },
     }
 }
 
@@ -69,12 +73,7 @@ impl OutboundRequest {
     /// The connection before the upstream is secured: the expected server identity.
     pub fn info(&self) -> ConnectionInfo {
         let route = &self.route;
-        let mut info = Captured {
-            source: self.source.clone(),
-            client: self.client,
-            original: self.original,
-        }
-        .info();
+        let mut info = base_info(&self.source, self.client, Some(self.original));
         info.destination.endpoint = Some(route.endpoint);
         info.destination.service = route.service.clone();
         info.destination.workload =
