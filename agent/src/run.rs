@@ -14,7 +14,10 @@ use crate::{
     admin::{AdminArgs, AdminState, Check, Readiness, Servers},
     capture::{Capture, CaptureConfig},
     cgroup,
-    identity::{CertManager, Issuer, MeshCa},
+    identity::{
+        CertManager,
+        source::{self, CaFlags},
+    },
     kube as k8s,
     metrics::{Metrics, ReloadResult},
     netns,
@@ -22,7 +25,6 @@ use crate::{
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Limits, Proxy, Timeouts},
     telemetry::Telemetry,
-    tls::peer::MeshTrust,
     workload::{Enroller, EnrollerParts, PodSpec, WorkloadByCgroup, config_pods},
 };
 
@@ -55,10 +57,8 @@ pub struct RunArgs {
     /// bpffs directory for this agent's pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/sockmesh")]
     pub pin_dir: PathBuf,
-    /// Mesh CA in Istio's plug-in layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem);
-    /// created once when empty.
-    #[arg(long, default_value = "/etc/cacerts")]
-    pub ca_dir: PathBuf,
+    #[command(flatten)]
+    pub ca: CaFlags,
     /// Lifetime of workload certificates (renewed at half-life).
     #[arg(long, default_value = "24h")]
     pub cert_ttl: humantime::Duration,
@@ -168,16 +168,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (config, pods)
     };
 
-    let ca = Arc::new(
-        MeshCa::load_or_create(&args.ca_dir, &args.mesh.trust_domain).context("--ca-dir")?,
-    );
     let trust_domains = args.mesh.trust_domains().context("--trust-domain-alias")?;
     info!(trust_domains = %trust_domains, "accepting mesh peers from these trust domains");
-    let certs = Arc::new(CertManager::new(
-        Arc::new(Issuer::new(ca.clone())),
-        MeshTrust::new(ca.roots(), trust_domains),
+    let certs = Arc::new(source::cert_manager(
+        &args.ca,
+        &args.mesh.trust_domain,
+        trust_domains,
         args.cert_ttl.into(),
-    ));
+        metrics.clone(),
+    )?);
     let timeouts = Timeouts {
         connect: args.connect_timeout.into(),
         handshake: args.handshake_timeout.into(),
@@ -398,6 +397,12 @@ async fn enroll_until_shutdown(
                 }
                 last_error = error;
                 health.refresh_certificates();
+                // Pods not enrolled yet (e.g. the CA was unreachable) are tried again.
+                let desired = pods.borrow().clone();
+                if enroller.enrolled() < desired.len() {
+                    enroller.reconcile(&desired);
+                    health.after_reconcile(enroller, desired.len());
+                }
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,

@@ -5,7 +5,7 @@ use std::time::{Duration as StdDuration, SystemTime};
 
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Serialize;
@@ -25,6 +25,12 @@ const BACKDATE: Duration = Duration::minutes(5);
 pub enum IssueError {
     #[error("issuing certificate for {id}: {why}")]
     Sign { id: SpiffeId, why: String },
+    #[error("certificate for {id} from the CA at {ca}: {why}")]
+    Remote {
+        id: SpiffeId,
+        ca: String,
+        why: String,
+    },
     #[error("issuing certificate for {id}: mesh CA expires at {ca_not_after}, no validity left")]
     CaExpired {
         id: SpiffeId,
@@ -113,6 +119,50 @@ impl Issuer {
         };
         let key =
             KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| sign_err(e.to_string()))?;
+        let chain = self.sign(id, &key, not_before, not_after)?;
+        let info = cert_info(id, &chain[0]).map_err(sign_err)?;
+        Ok(WorkloadCert {
+            id: id.clone(),
+            chain,
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            issued_at: SystemTime::now(),
+            not_after: not_after.into(),
+            info,
+        })
+    }
+
+    /// Signs a leaf for `id` over a public key whose private half lives elsewhere (a CSR's, in
+    /// `sockmesh ca`), valid from a little before now for `ttl` capped at the CA's expiry. Returns
+    /// the leaf, then `cert-chain.pem`.
+    pub fn sign_for_key(
+        &self,
+        id: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        ttl: StdDuration,
+    ) -> Result<Vec<CertificateDer<'static>>, IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let not_after = (now + ttl).min(self.ca.not_after());
+        if not_after <= now {
+            return Err(IssueError::CaExpired {
+                id: id.clone(),
+                ca_not_after: self.ca.not_after(),
+            });
+        }
+        self.sign(id, public_key, now - BACKDATE, not_after)
+    }
+
+    /// The one place a workload leaf is made: SPIFFE URI SAN only, clientAuth + serverAuth.
+    fn sign(
+        &self,
+        id: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Vec<CertificateDer<'static>>, IssueError> {
+        let sign_err = |why: String| IssueError::Sign {
+            id: id.clone(),
+            why,
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -135,24 +185,17 @@ impl Issuer {
         params.not_before = not_before;
         params.not_after = not_after;
         let leaf = params
-            .signed_by(&key, self.ca.issuer())
+            .signed_by(public_key, self.ca.issuer())
             .map_err(|e| sign_err(e.to_string()))?;
-        let info = cert_info(id, leaf.der()).map_err(sign_err)?;
         let mut chain = Vec::with_capacity(1 + self.ca.chain().len());
         chain.push(leaf.der().clone());
         chain.extend(self.ca.chain().iter().cloned());
-        Ok(WorkloadCert {
-            id: id.clone(),
-            chain,
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-            issued_at: SystemTime::now(),
-            not_after: not_after.into(),
-            info,
-        })
+        Ok(chain)
     }
 }
 
-fn cert_info(id: &SpiffeId, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+/// What the admin API shows of the leaf `der` issued for `id`.
+pub(crate) fn cert_info(id: &SpiffeId, der: &CertificateDer<'_>) -> Result<CertInfo, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
     let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| e.to_string());
     Ok(CertInfo {

@@ -7,10 +7,13 @@
 //! made with, new handshakes get the new certificate.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use futures::FutureExt as _;
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore};
 use rustls::server::ProducesTickets;
 use tokio::task::JoinHandle;
@@ -25,14 +28,29 @@ const SESSIONS_PER_IDENTITY: usize = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(150);
 
-/// Where certificates come from; the local CA today, an external CA or a test double tomorrow.
+/// A certificate on its way: ready at once from the local CA, a gRPC call to a remote one.
+pub type IssueFuture = Pin<Box<dyn Future<Output = Result<WorkloadCert, IssueError>> + Send>>;
+
+/// Where certificates come from: the local plug-in CA ([`Issuer`]), a remote CA over Istio's CA
+/// API (`super::ca_client::CaClient`) or a test double.
 pub trait IssueCert: Send + Sync + 'static {
-    fn issue(&self, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, IssueError>;
+    fn issue(&self, id: &SpiffeId, ttl: Duration) -> IssueFuture;
 }
 
 impl IssueCert for Issuer {
-    fn issue(&self, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, IssueError> {
-        Issuer::issue(self, id, ttl)
+    fn issue(&self, id: &SpiffeId, ttl: Duration) -> IssueFuture {
+        Box::pin(std::future::ready(Issuer::issue(self, id, ttl)))
+    }
+}
+
+/// Waits for `issuing` from synchronous code: at once if it is ready (the local CA), else on this
+/// thread with the runtime's other tasks moved off it (`block_in_place`; a multi-thread runtime,
+/// which the agent always runs).
+fn wait_issued(issuing: IssueFuture) -> Result<WorkloadCert, IssueError> {
+    let mut issuing = issuing;
+    match (&mut issuing).now_or_never() {
+        Some(result) => result,
+        None => tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(issuing)),
     }
 }
 
@@ -175,7 +193,7 @@ impl CertManager {
             })?;
         let sessions: Arc<dyn ClientSessionStore> =
             Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_IDENTITY));
-        let cert = self.inner.issuer.issue(id, self.inner.ttl)?;
+        let cert = wait_issued(self.inner.issuer.issue(id, self.inner.ttl))?;
         let configs = build_configs(cert, &self.inner.trust, &sessions, &ticketer)?;
         tracing::info!(identity = %id, serial = %configs.info().serial, "workload certificate issued");
         let identity = Arc::new(WorkloadIdentity {
@@ -251,6 +269,7 @@ async fn renew(identity: Arc<WorkloadIdentity>, issuer: Arc<dyn IssueCert>, ttl:
         tokio::time::sleep(wait).await;
         let renewed = issuer
             .issue(&identity.id, ttl)
+            .await
             .map_err(ManagerError::from)
             .and_then(|cert| identity.build(cert).map_err(ManagerError::from));
         match renewed {

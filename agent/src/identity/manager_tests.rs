@@ -10,7 +10,7 @@ use crate::spiffe::TrustDomains;
 
 /// The mesh roots with `cluster.local` and no alias.
 fn trust(roots: Arc<rustls::RootCertStore>) -> MeshTrust {
-    MeshTrust::new(roots, TrustDomains::new("cluster.local", &[]).unwrap())
+    MeshTrust::fixed(roots, TrustDomains::new("cluster.local", &[]).unwrap()).unwrap()
 }
 
 fn id(s: &str) -> SpiffeId {
@@ -76,15 +76,15 @@ struct FlakyIssuer {
 }
 
 impl IssueCert for FlakyIssuer {
-    fn issue(&self, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, IssueError> {
+    fn issue(&self, id: &SpiffeId, ttl: Duration) -> IssueFuture {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.failing.contains(&call) {
-            return Err(IssueError::Sign {
+            return Box::pin(std::future::ready(Err(IssueError::Sign {
                 id: id.clone(),
                 why: "CA unavailable".into(),
-            });
+            })));
         }
-        self.inner.issue(id, ttl)
+        IssueCert::issue(&self.inner, id, ttl)
     }
 }
 

@@ -192,6 +192,13 @@ pub struct HandshakeLabels {
     pub reason: &'static str,
 }
 
+/// `sockmesh_ca_requests` labels: how a certificate request to a remote CA ended (`issued`,
+/// `refused`, `unavailable`, `invalid_response`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaRequestLabels {
+    pub result: &'static str,
+}
+
 /// `sockmesh_certificate_expiry_seconds` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IdentityLabels {

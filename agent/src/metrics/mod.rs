@@ -15,8 +15,9 @@ use prometheus_client::{
 pub use bpf::Reader;
 pub use connection::ConnectionMetrics;
 pub use labels::{
-    ConnectionLabels, HandshakeLabels, IdentityLabels, PolicyLabels, RefusalReason, RefusedLabels,
-    ReloadLabels, ReloadResult, Reporter, ResponseFlags, SecurityPolicy, UNKNOWN,
+    CaRequestLabels, ConnectionLabels, HandshakeLabels, IdentityLabels, PolicyLabels,
+    RefusalReason, RefusedLabels, ReloadLabels, ReloadResult, Reporter, ResponseFlags,
+    SecurityPolicy, UNKNOWN,
 };
 
 use crate::flow::WireMode;
@@ -29,6 +30,7 @@ pub struct Metrics {
     registry: Registry,
     tcp: connection::TcpMetrics,
     handshake_failures: Family<HandshakeLabels, Counter>,
+    ca_requests: Family<CaRequestLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     certificate_expiry: Family<IdentityLabels, Gauge>,
     enrolled_workloads: Gauge,
@@ -61,6 +63,12 @@ impl Metrics {
             "sockmesh_refused_connections",
             "Connections the proxy closed without forwarding, by reason and mode on the wire",
             Family::clone(&refused),
+        );
+        let ca_requests = Family::default();
+        registry.register(
+            "sockmesh_ca_requests",
+            "Certificate requests to the remote CA (--ca-addr), by result",
+            Family::clone(&ca_requests),
         );
         let certificate_expiry = Family::default();
         registry.register(
@@ -104,6 +112,7 @@ impl Metrics {
             registry,
             tcp,
             handshake_failures,
+            ca_requests,
             refused,
             certificate_expiry,
             enrolled_workloads,
@@ -131,6 +140,13 @@ impl Metrics {
         drop(self.tcp.open(labels));
         self.refused
             .get_or_create(&RefusedLabels { reason, mode })
+            .inc();
+    }
+
+    /// One certificate request to the remote CA ended with `result` (see [`CaRequestLabels`]).
+    pub fn ca_request(&self, result: &'static str) {
+        self.ca_requests
+            .get_or_create(&CaRequestLabels { result })
             .inc();
     }
 

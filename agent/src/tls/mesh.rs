@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rustls::client::{ClientSessionStore, Resumption};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::{ProducesTickets, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
@@ -51,11 +51,6 @@ fn alpn_protocols() -> Vec<Vec<u8>> {
 pub enum MeshTlsError {
     #[error("building mesh TLS config for {id}: {source}")]
     Config { id: SpiffeId, source: rustls::Error },
-    #[error("building mesh client-certificate verifier for {id}: {source}")]
-    Verifier {
-        id: SpiffeId,
-        source: VerifierBuilderError,
-    },
     #[error("mesh TLS handshake with {server} failed: {source}")]
     Connect { server: String, source: io::Error },
     #[error("mesh TLS accept failed: {0}")]
@@ -110,16 +105,10 @@ pub fn server_config(
     trust: &MeshTrust,
     ticketer: Arc<dyn ProducesTickets>,
 ) -> Result<MeshServerConfig, MeshTlsError> {
-    let chain_verifier =
-        WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider())
-            .build()
-            .map_err(|source| MeshTlsError::Verifier {
-                id: id.clone(),
-                source,
-            })?;
     let verifier = MeshClientVerifier {
-        chain: chain_verifier,
+        roots: trust.roots.clone(),
         domains: trust.domains.clone(),
+        provider: provider(),
     };
     let config_err = |source| MeshTlsError::Config {
         id: id.clone(),

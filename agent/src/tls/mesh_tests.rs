@@ -22,10 +22,11 @@ fn sni() -> ServerName<'static> {
 /// The mesh roots of `ca`, accepting `cluster.local` and `aliases`.
 fn trust(ca: &TestCa, aliases: &[&str]) -> MeshTrust {
     let aliases: Vec<String> = aliases.iter().map(ToString::to_string).collect();
-    MeshTrust::new(
+    MeshTrust::fixed(
         ca.roots(),
         TrustDomains::new("cluster.local", &aliases).unwrap(),
     )
+    .unwrap()
 }
 
 fn client_with(leaf: &Leaf, trust: &MeshTrust) -> MeshClientConfig {
@@ -492,4 +493,37 @@ async fn cached_session_does_not_outlive_the_trust_domain_on_connect() {
         .err()
         .unwrap();
     assert_foreign_domain(&err, "spiffe://old.local/ns/test2/sa/httpbin");
+}
+
+/// A root rotation on live configs: the bundle is swapped under configs built before it, new
+/// handshakes follow the bundle (old → both → new), and a connection opened before the last swap
+/// keeps working after its root left the bundle.
+#[tokio::test]
+async fn bundle_swap_applies_to_new_handshakes_and_spares_open_connections() {
+    let (old, new) = (TestCa::new(), TestCa::new());
+    let domains = || TrustDomains::new("cluster.local", &[]).unwrap();
+    let bundle = crate::tls::bundle::TrustBundle::new(old.roots()).unwrap();
+    let live = MeshTrust::new(bundle.clone(), domains());
+    let httpbin_old = old.leaf(HTTPBIN);
+    let server = server_with(&httpbin_old, &live);
+    let sleep_new = new.leaf(SLEEP);
+    let client_new = client_with(&sleep_new, &trust(&old, &[]));
+    let expected = std::slice::from_ref(&httpbin_old.id);
+
+    let (server_side, _) = handshake(client_new.clone(), server.clone(), expected).await;
+    assert!(server_side.is_err(), "new root not trusted yet");
+
+    bundle.replace(&[old.root_der(), new.root_der()]).unwrap();
+    let (port, task) = echo_server(server.clone()).await;
+    let (mut open, _) = mesh_connect(client_new.clone(), port, expected)
+        .await
+        .unwrap();
+    echo(&mut open, b"both roots").await;
+
+    bundle.replace(&[old.root_der()]).unwrap();
+    echo(&mut open, b"still open after the swap").await;
+    drop(open);
+    assert_eq!(task.await.unwrap().unwrap(), sleep_new.id);
+    let (server_side, _) = handshake(client_new, server, expected).await;
+    assert!(server_side.is_err(), "root removed from the bundle");
 }

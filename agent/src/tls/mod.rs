@@ -4,6 +4,7 @@
 //! Depends only on the leaf modules `crate::spiffe` and `crate::crypto`, never on `identity`
 //! (which builds its configs with [`mesh`]).
 
+pub mod bundle;
 mod client_hello;
 pub mod detect;
 pub mod mesh;

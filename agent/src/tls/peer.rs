@@ -23,21 +23,28 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use x509_parser::prelude::X509Certificate;
 
+use super::bundle::{BundleError, TrustBundle};
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomains, parse_cert, spiffe_id_in};
 
-/// What a mesh config trusts: the roots peers chain to and the trust domains their IDs may be in.
+/// What a mesh config trusts: the roots peers chain to (a live bundle, read at each handshake) and
+/// the trust domains their IDs may be in.
 #[derive(Debug, Clone)]
 pub struct MeshTrust {
-    pub roots: Arc<RootCertStore>,
+    pub roots: TrustBundle,
     pub domains: Arc<TrustDomains>,
 }
 
 impl MeshTrust {
-    pub fn new(roots: Arc<RootCertStore>, domains: TrustDomains) -> Self {
+    pub fn new(roots: TrustBundle, domains: TrustDomains) -> Self {
         MeshTrust {
             roots,
             domains: Arc::new(domains),
         }
+    }
+
+    /// A fixed set of roots (tests, and configs that never rotate).
+    pub fn fixed(roots: Arc<RootCertStore>, domains: TrustDomains) -> Result<Self, BundleError> {
+        Ok(Self::new(TrustBundle::new(roots)?, domains))
     }
 }
 

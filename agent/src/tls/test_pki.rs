@@ -77,6 +77,11 @@ impl TestCa {
         self.roots.clone()
     }
 
+    /// The root certificate itself.
+    pub(crate) fn root_der(&self) -> CertificateDer<'static> {
+        self.chain[self.chain.len() - 1].clone()
+    }
+
     /// A leaf for `id` with clientAuth and serverAuth, valid now, as the mesh issuer makes them.
     pub(crate) fn leaf(&self, id: &str) -> Leaf {
         self.leaf_ekus(

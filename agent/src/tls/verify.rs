@@ -13,6 +13,7 @@ use rustls::{
     SignatureScheme,
 };
 
+use super::bundle::TrustBundle;
 use super::peer::{PeerRole, check_peer_leaf};
 use crate::spiffe::TrustDomains;
 
@@ -43,7 +44,7 @@ pub(crate) fn other_cert_error(e: impl std::error::Error + Send + Sync + 'static
 /// acceptable is decided per connection (see `tls::mesh`).
 #[derive(Debug)]
 pub(crate) struct MeshServerVerifier {
-    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) roots: TrustBundle,
     pub(crate) domains: Arc<TrustDomains>,
     pub(crate) provider: Arc<CryptoProvider>,
 }
@@ -57,7 +58,13 @@ impl ServerCertVerifier for MeshServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        verify_chain(&self.roots, &self.provider, end_entity, intermediates, now)?;
+        verify_chain(
+            self.roots.current().roots(),
+            &self.provider,
+            end_entity,
+            intermediates,
+            now,
+        )?;
         check_peer_leaf(end_entity, PeerRole::Server, &self.domains).map_err(other_cert_error)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -97,25 +104,28 @@ impl ServerCertVerifier for MeshServerVerifier {
     }
 }
 
-/// Inbound mesh client certificates: webpki's chain check (mesh roots, clientAuth EKU when present),
-/// then the mesh peer rules (SPIFFE ID in an accepted trust domain, clientAuth EKU required).
+/// Inbound mesh client certificates: webpki's chain check (the bundle's current roots, clientAuth
+/// EKU when present), then the mesh peer rules (SPIFFE ID in an accepted trust domain, clientAuth EKU
+/// required). No root hints are sent (the bundle may change under the config): mesh clients present
+/// their one certificate anyway.
 #[derive(Debug)]
 pub(crate) struct MeshClientVerifier {
-    pub(crate) chain: Arc<dyn ClientCertVerifier>,
+    pub(crate) roots: TrustBundle,
     pub(crate) domains: Arc<TrustDomains>,
+    pub(crate) provider: Arc<CryptoProvider>,
 }
 
 impl ClientCertVerifier for MeshClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.chain.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.chain.client_auth_mandatory()
+        true
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -124,8 +134,11 @@ impl ClientCertVerifier for MeshClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.chain
-            .verify_client_cert(end_entity, intermediates, now)?;
+        self.roots.current().client_verifier().verify_client_cert(
+            end_entity,
+            intermediates,
+            now,
+        )?;
         check_peer_leaf(end_entity, PeerRole::Client, &self.domains).map_err(other_cert_error)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -136,7 +149,12 @@ impl ClientCertVerifier for MeshClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -145,10 +163,17 @@ impl ClientCertVerifier for MeshClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
