@@ -2,6 +2,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod bpffs;
+pub mod ca_server;
 pub mod capture;
 pub mod cgroup;
 pub mod cli;

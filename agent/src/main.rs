@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sockmesh_agent::{cli, policy::cli as policy_cli, run, uninstall};
+use sockmesh_agent::{ca_server, cli, policy::cli as policy_cli, run, uninstall};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the node agent: capture, enroll pods, proxy.
     Run(Box<run::RunArgs>),
+    /// Run the CA server: Istio's CA API over the plug-in CA, TokenReview, node authorizer.
+    Ca(ca_server::CaArgs),
     /// Show this node's workloads and their capture/identity state (from a running agent).
     Status(cli::ClientArgs),
     /// Show the workload certificates a running agent holds.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Run(args) => ok(run_agent(*args)),
+        Command::Ca(args) => ok(run_ca(args)),
         Command::Status(args) => ok(cli::status(&args)),
         Command::Certs(args) => ok(cli::certs(&args)),
         Command::Connections(args) => ok(cli::connections(&args)),
@@ -62,4 +65,12 @@ fn run_agent(args: run::RunArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     }));
     runtime.enable_all().build()?.block_on(run::run(args))
+}
+
+fn run_ca(args: ca_server::CaArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(ca_server::run(args))
 }

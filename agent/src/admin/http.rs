@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 pub type Body = Full<Bytes>;
-pub(super) type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Body> + Send + Sync>;
 
 /// Serves `listener` until the task is aborted.
-pub(super) async fn serve(listener: TcpListener, handler: Handler) {
+pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -47,7 +47,7 @@ pub(super) async fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
-pub(super) fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: String,
@@ -77,7 +77,7 @@ pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body>
     }
 }
 
-pub(super) fn not_found() -> Response<Body> {
+pub(crate) fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "not found\n")
 }
 

@@ -2,7 +2,7 @@
 //! Prometheus metrics, and readiness for the kubelet.
 mod api;
 pub mod client;
-mod http;
+pub(crate) mod http;
 mod model;
 mod readiness;
 

@@ -63,6 +63,7 @@ pub struct MeshCa {
     issuer: rcgen::Issuer<'static, KeyPair>,
     chain: Vec<CertificateDer<'static>>,
     roots: Arc<RootCertStore>,
+    root_certs: Vec<CertificateDer<'static>>,
     not_after: OffsetDateTime,
 }
 
@@ -125,7 +126,7 @@ impl MeshCa {
         let issuer = rcgen::Issuer::from_ca_cert_der(&ca_cert, key)
             .map_err(|e| invalid(&ca_path, format!("unusable as issuer: {e}")))?;
         let mut roots = RootCertStore::empty();
-        for cert in roots_der {
+        for cert in roots_der.iter().cloned() {
             roots.add(cert).map_err(|e| {
                 invalid(
                     &dir.join(ROOT_CERT),
@@ -137,6 +138,7 @@ impl MeshCa {
             issuer,
             chain,
             roots: Arc::new(roots),
+            root_certs: roots_der,
             not_after,
         };
         ca.self_check().map_err(|why| CaError::Inconsistent {
@@ -149,6 +151,12 @@ impl MeshCa {
     /// Trust anchors every mesh peer must chain to.
     pub fn roots(&self) -> Arc<RootCertStore> {
         self.roots.clone()
+    }
+
+    /// `root-cert.pem`'s certificates: the trust bundle a remote CA hands out (one root, or two
+    /// during a rotation).
+    pub fn root_certs(&self) -> &[CertificateDer<'static>] {
+        &self.root_certs
     }
 
     /// `cert-chain.pem`: served after each workload leaf so peers can reach the root.

@@ -51,8 +51,8 @@ fn answer_without_root_or_with_a_foreign_root_is_refused() {
     let err = parse_response(&sleep, key, &pems[..1]).err().unwrap();
     assert!(err.contains("no root"), "{err}");
 
-    let (_other_dir, other_key, other_pems) = answer(&sleep);
-    drop(other_key);
+    let (_dir, key, pems) = answer(&sleep);
+    let (_other_dir, _other_key, other_pems) = answer(&sleep);
     let mixed = vec![pems[0].clone(), other_pems[1].clone()];
     let err = parse_response(&sleep, key, &mixed).err().unwrap();
     assert!(err.contains("does not chain"), "{err}");

@@ -15,20 +15,22 @@
 //! trust domains or without the clientAuth EKU in the handshake, and [`accept`] checks the finished
 //! connection's client certificate again, because a resumed session restores it from a session
 //! ticket without running the verifier. That is why [`MeshServerConfig`] and [`MeshClientConfig`]
-//! carry the accepted trust domains next to the rustls config: rustls does not expose its verifier.
+//! carry the trust (bundle and accepted trust domains) next to the rustls config: rustls does not
+//! expose its verifier. A resumed session's chain is also verified again against the bundle as it
+//! is at that moment, so a root removed from the bundle admits no resumed session either.
 
 use std::io;
 use std::sync::Arc;
 
 use rustls::client::{ClientSessionStore, Resumption};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ProducesTickets;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, HandshakeKind, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use super::peer::{MeshTrust, PeerCertError, PeerRole, check_peer_leaf};
-use super::verify::{MeshClientVerifier, MeshServerVerifier};
+use super::verify::{MeshClientVerifier, MeshServerVerifier, verify_chain};
 use crate::crypto::provider;
 use crate::spiffe::{SpiffeError, SpiffeId, TrustDomains};
 
@@ -53,6 +55,10 @@ pub enum MeshTlsError {
     Config { id: SpiffeId, source: rustls::Error },
     #[error("mesh TLS handshake with {server} failed: {source}")]
     Connect { server: String, source: io::Error },
+    #[error(
+        "mesh peer {peer}: the resumed session's certificate does not chain to the trust bundle: {source}"
+    )]
+    ResumedChain { peer: String, source: rustls::Error },
     #[error("mesh TLS accept failed: {0}")]
     Accept(io::Error),
     #[error("mesh peer {peer} refused: {source}")]
@@ -67,19 +73,19 @@ pub enum MeshTlsError {
     NoExpectedIdentities { server: String },
 }
 
-/// Inbound mesh config of one identity: the rustls config and the trust domains its client
-/// verifier accepts, which [`accept`] checks again on resumed sessions. Cheap to clone.
+/// Inbound mesh config of one identity: the rustls config and the trust its client verifier
+/// applies, which [`accept`] checks again on resumed sessions. Cheap to clone.
 #[derive(Clone)]
 pub struct MeshServerConfig {
     rustls: Arc<ServerConfig>,
-    domains: Arc<TrustDomains>,
+    trust: MeshTrust,
 }
 
 /// Outbound mesh config of one identity; see [`MeshServerConfig`]. Cheap to clone.
 #[derive(Clone)]
 pub struct MeshClientConfig {
     rustls: Arc<ClientConfig>,
-    domains: Arc<TrustDomains>,
+    trust: MeshTrust,
 }
 
 impl MeshServerConfig {
@@ -124,7 +130,7 @@ pub fn server_config(
     config.ticketer = ticketer;
     Ok(MeshServerConfig {
         rustls: Arc::new(config),
-        domains: trust.domains.clone(),
+        trust: trust.clone(),
     })
 }
 
@@ -160,7 +166,7 @@ pub fn client_config(
     config.resumption = Resumption::store(sessions);
     Ok(MeshClientConfig {
         rustls: Arc::new(config),
-        domains: trust.domains.clone(),
+        trust: trust.clone(),
     })
 }
 
@@ -188,8 +194,10 @@ where
             server: server.clone(),
             source,
         })?;
-    let certs = stream.get_ref().1.peer_certificates();
-    let peer = peer_identity(certs, PeerRole::Server, &config.domains, &server)?;
+    let conn = stream.get_ref().1;
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let certs = conn.peer_certificates();
+    let peer = peer_identity(certs, PeerRole::Server, &config.trust, resumed, &server)?;
     if !expected.contains(&peer) {
         return Err(MeshTlsError::UnexpectedIdentity {
             server,
@@ -213,26 +221,46 @@ where
         .accept(io)
         .await
         .map_err(MeshTlsError::Accept)?;
-    let certs = stream.get_ref().1.peer_certificates();
-    let peer = peer_identity(certs, PeerRole::Client, &config.domains, "client")?;
+    let conn = stream.get_ref().1;
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let certs = conn.peer_certificates();
+    let peer = peer_identity(certs, PeerRole::Client, &config.trust, resumed, "client")?;
     Ok((stream, peer))
 }
 
-/// The finished connection's peer identity, with the mesh peer rules applied to its leaf.
+/// The finished connection's peer identity, with the mesh peer rules applied to its leaf. A
+/// resumed session's chain is verified again against the bundle as it is now: no verifier ran, and
+/// the bundle may have lost the root that chain was verified under (a finished root rotation).
 fn peer_identity(
     certs: Option<&[CertificateDer<'static>]>,
     role: PeerRole,
-    domains: &Arc<TrustDomains>,
+    trust: &MeshTrust,
+    resumed: bool,
     peer: &str,
 ) -> Result<SpiffeId, MeshTlsError> {
     let refused = |source| MeshTlsError::PeerIdentity {
         peer: peer.to_string(),
         source,
     };
-    let leaf = certs
-        .and_then(|c| c.first())
+    let (leaf, intermediates) = certs
+        .and_then(|c| c.split_first())
         .ok_or_else(|| refused(SpiffeError::NoSpiffeSan(Vec::new()).into()))?;
-    check_peer_leaf(leaf, role, domains).map_err(refused)
+    if resumed {
+        let bundle = trust.roots.current();
+        let now = UnixTime::now();
+        let chained = match role {
+            PeerRole::Client => bundle
+                .client_verifier()
+                .verify_client_cert(leaf, intermediates, now)
+                .map(drop),
+            PeerRole::Server => verify_chain(bundle.roots(), &provider(), leaf, intermediates, now),
+        };
+        chained.map_err(|source| MeshTlsError::ResumedChain {
+            peer: peer.to_string(),
+            source,
+        })?;
+    }
+    check_peer_leaf(leaf, role, &trust.domains).map_err(refused)
 }
 
 #[cfg(test)]

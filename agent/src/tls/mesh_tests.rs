@@ -510,7 +510,7 @@ async fn bundle_swap_applies_to_new_handshakes_and_spares_open_connections() {
     let client_new = client_with(&sleep_new, &trust(&old, &[]));
     let expected = std::slice::from_ref(&httpbin_old.id);
 
-    let (server_side, _) = handshake(client_new.clone(), server.clone(), expected).await;
+    let (_, server_side) = handshake(client_new.clone(), server.clone(), expected).await;
     assert!(server_side.is_err(), "new root not trusted yet");
 
     bundle.replace(&[old.root_der(), new.root_der()]).unwrap();
@@ -524,6 +524,6 @@ async fn bundle_swap_applies_to_new_handshakes_and_spares_open_connections() {
     echo(&mut open, b"still open after the swap").await;
     drop(open);
     assert_eq!(task.await.unwrap().unwrap(), sleep_new.id);
-    let (server_side, _) = handshake(client_new, server, expected).await;
+    let (_, server_side) = handshake(client_new, server, expected).await;
     assert!(server_side.is_err(), "root removed from the bundle");
 }
