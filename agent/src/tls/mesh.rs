@@ -32,7 +32,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 use super::peer::{MeshTrust, PeerCertError, PeerRole, check_peer_leaf};
 use super::verify::{MeshClientVerifier, MeshServerVerifier, verify_chain};
 use crate::crypto::provider;
-use crate::spiffe::{SpiffeError, SpiffeId, TrustDomains};
+use crate::spiffe::{SpiffeError, SpiffeId};
 
 /// ALPN as Istio sidecars send it for mesh mTLS, so sidecars and this proxy can talk to each other.
 pub const MESH_ALPN: [&[u8]; 2] = [b"istio-peer-exchange", b"istio"];

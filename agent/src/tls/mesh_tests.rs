@@ -5,6 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::spiffe::TrustDomains;
 use crate::tls::test_pki::{Leaf, TestCa};
 
 const SNI: &str = "outbound_.8000_._.httpbin.test2.svc.cluster.local";
