@@ -226,6 +226,7 @@ fn not_found(message: &str) -> Value {
 pub struct CaProcess {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
+    netns: Option<String>,
     child: Child,
     log: PathBuf,
 }
@@ -279,6 +280,7 @@ impl CaProcess {
         let process = CaProcess {
             addr,
             metrics,
+            netns: netns.map(str::to_string),
             child,
             log,
         };
@@ -304,7 +306,18 @@ impl CaProcess {
 
     /// The value of the sample `name` (exact line prefix, labels included) in `/metrics`.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        metric_in(&scrape(self.metrics), name)
+        let text = match &self.netns {
+            None => scrape(self.metrics),
+            Some(ns) => {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", ns, "curl", "-sf", "--max-time", "2"])
+                    .arg(format!("http://{}/metrics", self.metrics))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        };
+        metric_in(&text, name)
     }
 }
 
