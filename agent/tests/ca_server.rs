@@ -23,7 +23,7 @@ use sockmesh_agent::tls::peer::MeshTrust;
 const PODS: [ca_support::PodFixture; 3] = [
     ("test1", "sleep-a", "sleep", "node-a"),
     ("test2", "httpbin-b", "httpbin", "node-b"),
-    ("sockmesh", "agent-a", "sockmesh", "node-a"),
+    ("sockmesh-system", "agent-a", "sockmesh-agent", "node-a"),
 ];
 
 fn id(s: &str) -> SpiffeId {
@@ -76,7 +76,12 @@ async fn node_agent_gets_identities_of_pods_on_its_node_only() {
     let ca = plug_in_ca(&ca_dir);
     let api = StandInApi::start(work.path(), None, PODS.to_vec());
     let server = CaProcess::start(&ca_dir, &api, work.path(), None, &[]);
-    let agent_token = api.issue_token(Token::bound("sockmesh", "sockmesh", "agent-a", "node-a"));
+    let agent_token = api.issue_token(Token::bound(
+        "sockmesh-system",
+        "sockmesh-agent",
+        "agent-a",
+        "node-a",
+    ));
     let agent = client(work.path(), &server.addr.to_string(), &agent_token, &[&ca]);
     let ttl = Duration::from_secs(600);
 
@@ -115,7 +120,7 @@ async fn node_agent_gets_identities_of_pods_on_its_node_only() {
         .find(|l| l.contains("certificate request refused"))
         .unwrap_or_else(|| panic!("no refusal line in:\n{log}"));
     for part in [
-        "sockmesh/sockmesh (pod agent-a on node-a)",
+        "sockmesh-system/sockmesh-agent (pod agent-a on node-a)",
         "spiffe://cluster.local/ns/test2/sa/httpbin",
         "not_on_caller_node",
     ] {
@@ -166,7 +171,7 @@ async fn workloads_get_only_their_own_identity_and_bad_tokens_nothing() {
     let err = stranger.ca.request(sleep.clone(), ttl).await.err().unwrap();
     assert!(err.to_string().contains("token_rejected"), "{err}");
 
-    let mut wrong_audience = Token::bound("sockmesh", "sockmesh", "agent-a", "node-a");
+    let mut wrong_audience = Token::bound("sockmesh-system", "sockmesh-agent", "agent-a", "node-a");
     wrong_audience.audiences = vec!["https://kubernetes.default.svc".into()];
     let wrong = api.issue_token(wrong_audience);
     let err = client(work.path(), &addr, &wrong, &[&ca])
@@ -213,7 +218,12 @@ async fn trust_bundle_follows_the_roots_the_ca_returns() {
     let work = tempfile::tempdir().unwrap();
     let (old, new, dirs) = rotation_dirs(work.path());
     let api = StandInApi::start(work.path(), None, PODS.to_vec());
-    let token = api.issue_token(Token::bound("sockmesh", "sockmesh", "agent-a", "node-a"));
+    let token = api.issue_token(Token::bound(
+        "sockmesh-system",
+        "sockmesh-agent",
+        "agent-a",
+        "node-a",
+    ));
     let port = ca_support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let agent = client(work.path(), &addr, &token, &[&old, &new]);
@@ -258,7 +268,12 @@ async fn certificates_are_kept_through_a_ca_outage_and_renewed_after() {
     let api = StandInApi::start(work.path(), None, PODS.to_vec());
     let port = ca_support::free_port();
     let server = CaProcess::start_on(port, &ca_dir, &api, work.path(), None, &[]);
-    let token = api.issue_token(Token::bound("sockmesh", "sockmesh", "agent-a", "node-a"));
+    let token = api.issue_token(Token::bound(
+        "sockmesh-system",
+        "sockmesh-agent",
+        "agent-a",
+        "node-a",
+    ));
     let agent = client(work.path(), &server.addr.to_string(), &token, &[&ca]);
     let trust = MeshTrust::new(
         agent.bundle.clone(),

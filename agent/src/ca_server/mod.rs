@@ -48,12 +48,16 @@ pub struct CaArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sockmesh-ca.sockmesh.svc,localhost"
+        default_value = "sockmesh-ca.sockmesh-system.svc,localhost"
     )]
     pub server_name: Vec<String>,
     /// `namespace/service-account` of node agents that may obtain identities of pods on their own
     /// node (istiod's `CA_TRUSTED_NODE_ACCOUNTS`).
-    #[arg(long, value_delimiter = ',', default_value = "sockmesh/sockmesh")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sockmesh-system/sockmesh-agent"
+    )]
     pub node_agent: Vec<String>,
     /// Longest lifetime signed, whatever the request asks.
     #[arg(long, default_value = "24h")]

@@ -25,7 +25,7 @@ use crate::tls::peer::MeshTrust;
 #[derive(Debug, clap::Args)]
 pub struct CaFlags {
     /// Remote CA speaking Istio's CA API, `host:port`. In cluster mode the DaemonSet passes
-    /// istiod's `istiod.istio-system.svc:15012` (or `sockmesh-ca.sockmesh.svc:15012` for
+    /// istiod's `istiod.istio-system.svc:15012` (or `sockmesh-ca.sockmesh-system.svc:15012` for
     /// `sockmesh ca`). Without it the local plug-in CA in `--ca-dir` signs.
     #[arg(long, requires = "ca_root")]
     pub ca_addr: Option<String>,

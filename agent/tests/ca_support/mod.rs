@@ -233,7 +233,7 @@ pub struct CaProcess {
 
 impl CaProcess {
     /// Starts `sockmesh ca` over `ca_dir` (`netns`: inside that network namespace), serving
-    /// `127.0.0.1` and `localhost`, with `sockmesh/sockmesh` as the node agent.
+    /// `127.0.0.1` and `localhost`, with `sockmesh-system/sockmesh-agent` (the default) as the node agent.
     pub fn start(
         ca_dir: &Path,
         api: &StandInApi,
