@@ -113,3 +113,40 @@ fn check_csr_names(csr: &CertificateSigningRequestParams, id: &SpiffeId) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    fn csr(sans: Vec<SanType>) -> CertificateSigningRequestParams {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        CertificateSigningRequestParams::from_pem(&pem).unwrap()
+    }
+
+    fn uri(s: &str) -> SanType {
+        SanType::URI(s.try_into().unwrap())
+    }
+
+    #[test]
+    fn csr_may_name_only_the_authorized_identity() {
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        assert!(check_csr_names(&csr(vec![]), &id).is_ok());
+        assert!(check_csr_names(&csr(vec![uri(&id.to_string())]), &id).is_ok());
+        for sans in [
+            vec![uri("spiffe://cluster.local/ns/a/sa/admin")],
+            vec![
+                uri(&id.to_string()),
+                SanType::DnsName("evil.example".try_into().unwrap()),
+            ],
+        ] {
+            let refusal = check_csr_names(&csr(sans), &id).unwrap_err();
+            assert_eq!(refusal.reason, "csr_identity_mismatch");
+            assert_eq!(refusal.code, tonic::Code::PermissionDenied);
+        }
+    }
+}
