@@ -325,7 +325,6 @@ fn rotation(work: &Path) -> Result<[PathBuf; 4]> {
         std::fs::write(dir.join("root-cert.pem"), &both)?;
         dirs.push(dir);
     }
-    std::fs::write(work.join("ca-roots.pem"), &both)?;
     Ok([old, dirs[0].clone(), dirs[1].clone(), new])
 }
 
@@ -347,8 +346,9 @@ fn root_rotation_under_steady_traffic_drops_nothing() -> Result<()> {
     let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
     let pair = pair(&bed, &n1, &n2)?;
     let dirs = rotation(bed.workdir())?;
-    // The CA's own TLS certificate moves to the new root too: agents trust both for the CA.
-    let roots = bed.workdir().join("ca-roots.pem");
+    // The CA's own TLS certificate moves to the new root too; `--ca-root` names the old root
+    // only: agents trust the new one for the CA through the bundle the "both" step brought.
+    let roots = dirs[0].join("root-cert.pem");
     let port = free_port()?;
     let kubeconfig = bed.api()?.kubeconfig().to_owned();
     let mut ca = Some(Ca::start(&n1, &kubeconfig, &dirs[0], port)?);

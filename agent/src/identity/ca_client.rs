@@ -48,7 +48,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub struct CaClientConfig {
     /// `host:port`; the host is also the TLS server name the CA's certificate must carry.
     pub addr: String,
-    /// Roots the CA server's TLS certificate must chain to (`--ca-root`).
+    /// Roots the CA server's TLS certificate may chain to (`--ca-root`), besides the bundle's.
     pub server_roots: Arc<RootCertStore>,
     /// File with the agent's service-account token (audience `istio-ca`).
     pub token_path: std::path::PathBuf,
@@ -96,21 +96,18 @@ impl CaClient {
         let host = host_of(&addr).ok_or_else(|| bad("expected host:port".into()))?;
         let server_name =
             ServerName::try_from(host.to_string()).map_err(|e| bad(format!("host: {e}")))?;
-        let mut tls = ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|source| CaClientError::Tls {
-                addr: addr.clone(),
-                source,
-            })?
-            .with_root_certificates(config.server_roots.clone())
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = TlsConnector::from(Arc::new(tls));
+        // Checked here so that a dial cannot fail on it later.
+        server_tls(&config.server_roots, &config.bundle).map_err(|source| CaClientError::Tls {
+            addr: addr.clone(),
+            source,
+        })?;
+        let (server_roots, bundle) = (config.server_roots.clone(), config.bundle.clone());
         let dial_addr = addr.clone();
         let dial = tower::service_fn(move |_: http::Uri| {
-            let (connector, name, addr) =
-                (connector.clone(), server_name.clone(), dial_addr.clone());
+            let tls = server_tls(&server_roots, &bundle).map_err(std::io::Error::other);
+            let (name, addr) = (server_name.clone(), dial_addr.clone());
             async move {
+                let connector = TlsConnector::from(tls?);
                 let tcp = TcpStream::connect(&addr).await?;
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
@@ -221,6 +218,26 @@ impl IssueCert for CaClient {
         let (client, id) = (self.clone(), id.clone());
         Box::pin(async move { client.request(id, ttl).await })
     }
+}
+
+/// TLS towards the CA, built per dial: its certificate must chain to `--ca-root` or to a root of
+/// the mesh bundle as it is now. The bundle comes from the CA's own answers, so after the "both
+/// roots" step of a rotation the CA may serve a certificate of the new root to agents whose
+/// `--ca-root` still names only the old one.
+fn server_tls(
+    server_roots: &RootCertStore,
+    bundle: &TrustBundle,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut roots = server_roots.clone();
+    roots
+        .roots
+        .extend(bundle.current().roots().roots.iter().cloned());
+    let mut tls = ClientConfig::builder_with_provider(crate::crypto::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(tls))
 }
 
 fn host_of(addr: &str) -> Option<&str> {
