@@ -76,6 +76,9 @@ pub async fn serve<P: PodDirectory>(
                 continue;
             }
         };
+        // gRPC writes a response as several small frames: without this, Nagle's algorithm holds
+        // the last one back for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, service) = (acceptor.clone(), service.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

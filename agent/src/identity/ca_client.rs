@@ -109,6 +109,7 @@ impl CaClient {
             async move {
                 let connector = TlsConnector::from(tls?);
                 let tcp = TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }

@@ -273,7 +273,10 @@ impl CaProcess {
             .args(["--server-name", "127.0.0.1,localhost"])
             .args(extra)
             .env("KUBECONFIG", &api.kubeconfig)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().expect("starting sockmesh ca");
