@@ -138,11 +138,12 @@ impl OwnerWatch {
             info!(namespace, daemonset = %name, "watching the agent's DaemonSet and namespace for an uninstall");
             *lock(&state) = OwnerState::with_uid(uid);
             let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
-            let ds =
-                named_object::follow(daemonsets, &name, backoff, |d| lock(&state).daemonset(d));
+            let ds = named_object::follow(daemonsets, &name, backoff, |d| {
+                observe(&state, |s| s.daemonset(d))
+            });
             let namespaces: Api<Namespace> = Api::all(client);
             let ns = named_object::follow(namespaces, &namespace, backoff, |n| {
-                lock(&state).namespace(n)
+                observe(&state, |s| s.namespace(n))
             });
             futures::join!(ds, ns);
         });
@@ -153,6 +154,25 @@ impl OwnerWatch {
     /// namespace go away.
     pub fn removal(&self) -> Option<Removal> {
         lock(&self.state).removal()
+    }
+}
+
+/// Applies one sighting and logs when the verdict changes.
+fn observe(state: &Mutex<OwnerState>, sighting: impl FnOnce(&mut OwnerState)) {
+    let mut state = lock(state);
+    let before = state.removal();
+    sighting(&mut state);
+    match state.removal() {
+        Some(removal) if before != Some(removal) => {
+            info!(
+                reason = removal.as_str(),
+                "uninstall seen: capture will be removed when the agent stops"
+            )
+        }
+        None if before.is_some() => {
+            info!("uninstall no longer seen: capture stays when the agent stops")
+        }
+        _ => {}
     }
 }
 
