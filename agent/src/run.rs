@@ -6,6 +6,10 @@ use std::{
 };
 
 use anyhow::Context as _;
+use futures::{
+    FutureExt as _,
+    future::{self, BoxFuture},
+};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -184,7 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = file_source(path, settings.clone())?;
         readiness.set(Check::ConfigSynced, true);
         let pods = config_pods::watch_pods(config.clone(), args.node_name.clone());
-        (config, pods)
+        (config, future::ready(pods).boxed())
     };
 
     let settings_report = mesh.report.clone();
@@ -272,6 +276,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let owner =
         cluster.map(|client| k8s::owner::OwnerWatch::start(client, own_pod(&args), &args.owner));
+    let pods = pods.await;
     enroll_until_shutdown(&mut enroller, pods, &health).await?;
     if let Some(removal) = owner.as_ref().and_then(k8s::owner::OwnerWatch::removal) {
         crate::uninstall::on_removal(&own_pins, removal.as_str());
@@ -303,23 +308,28 @@ fn file_source(path: &Path, settings: MeshSettings) -> anyhow::Result<ConfigHand
     })
 }
 
+/// The node's desired pods, once known. In `--kubernetes` mode that is after the API's first full
+/// list: enrolling (and sweeping what the previous agent left) from an empty pod set would drop
+/// the capture of every pod on the node until the list arrives.
+type NodePods = BoxFuture<'static, watch::Receiver<Vec<PodSpec>>>;
+
 /// The API source: the same `ConfigHandle` the file source gives, fed from the watcher, and the
 /// node's pods from the API plus the kubelet's cgroups.
 async fn kubernetes_source(
     args: &RunArgs,
     mount: &Path,
     readiness: &Arc<Readiness>,
-) -> anyhow::Result<(ConfigHandle, watch::Receiver<Vec<PodSpec>>)> {
+) -> anyhow::Result<(ConfigHandle, NodePods)> {
     let client = ::kube::Client::try_default()
         .await
         .context("Kubernetes client (in-cluster config or KUBECONFIG)")?;
-    let api = k8s::api_source::start(client, &args.node_name, Default::default());
+    let api = k8s::api_source::start(client, Default::default());
     let config = ConfigHandle::new(Snapshot::build(
         Default::default(),
         args.mesh.settings(),
         Vec::new(),
     ));
-    k8s::policy_feed::feed(api.clone(), config.clone());
+    let mut applied = k8s::policy_feed::feed(api.clone(), config.clone());
     let layout = k8s::discovery::Layout::detect(
         mount,
         &args.kube.kubelet_cgroup_root.clone().unwrap_or_default(),
@@ -330,18 +340,15 @@ async fn kubernetes_source(
     let membership = config.clone();
     let in_mesh: k8s::node_pods::InMesh =
         Arc::new(move |ns, name| membership.current().in_mesh(&PodKey::new(ns, name)));
-    let mut synced = api.clone();
-    let ready = readiness.clone();
-    tokio::spawn(async move {
-        while !synced.borrow_and_update().synced() {
-            if synced.changed().await.is_err() {
-                return;
-            }
-        }
+    let (ready, node) = (readiness.clone(), args.node_name.clone());
+    let pods = async move {
+        info!("waiting for the first full list from the API server");
+        let _ = applied.wait_for(|synced| *synced).await;
+        info!("API state listed and applied");
         ready.set(Check::ConfigSynced, true);
-    });
-    let pods = k8s::node_pods::watch_node_pods(api, cgroups, layout, own, in_mesh);
-    Ok((config, pods))
+        k8s::node_pods::watch_node_pods(node, api, cgroups, layout, own, in_mesh)
+    };
+    Ok((config, pods.boxed()))
 }
 
 /// The agent's own pod as `(namespace, name)`, from the downward API.

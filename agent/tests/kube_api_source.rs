@@ -1,51 +1,58 @@
-//! The API source against a local replay of kube-apiserver (no real apiserver can run here):
-//! first list and sync, live events and bookmarks, credential Secrets following DestinationRules,
-//! a dropped stream resumed from its resource version, `410 Gone` forcing a re-list, and an
-//! outage during which the last known state stays published.
-mod kube_replay;
-
+//! The API source against the test bed's API server (`testbed::ApiServer`: no real apiserver can
+//! run here), seeded with list responses recorded from kube-apiserver: first list and sync, live
+//! events and bookmarks, credential Secrets following DestinationRules, a dropped stream resumed
+//! from its resource version, `410 Gone` forcing a re-list, an outage during which the last known
+//! state stays published, and Istio CRDs installed after the agent started.
 use std::{path::Path, time::Duration};
 
-use kube_replay::Replay;
-use serde_json::json;
+use serde_json::{Value, json};
 use sockmesh_agent::kube::{
     api_source::{self, Backoff},
     api_state::ApiState,
 };
+use testbed::ApiServer;
 use tokio::sync::watch;
 
-const PODS: &str = "/api/v1/pods";
-const NAMESPACES: &str = "/api/v1/namespaces";
-const SERVICES: &str = "/api/v1/services";
-const SECRETS: &str = "/api/v1/secrets";
-const DRS: &str = "/apis/networking.istio.io/v1/destinationrules";
+/// Recorded list responses (`kubectl get --raw`), loaded into the server.
+const FIXTURES: [&str; 7] = [
+    "pods.json",
+    "namespaces.json",
+    "services.json",
+    "secrets.json",
+    "destinationrules.json",
+    "serviceentries.json",
+    "peerauthentications.json",
+];
 
-async fn replay() -> Replay {
+const BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(20),
+    max: Duration::from_millis(200),
+    rediscover: Duration::from_millis(200),
+};
+
+fn server(istio: bool) -> (tempfile::TempDir, ApiServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start(dir.path()).unwrap();
+    if istio {
+        api.install_istio_crds();
+    }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube");
-    Replay::start(
-        &fixtures,
-        &[
-            (PODS, "pods.json"),
-            (NAMESPACES, "namespaces.json"),
-            (SERVICES, "services.json"),
-            (SECRETS, "secrets.json"),
-            (DRS, "destinationrules.json"),
-            (
-                "/apis/networking.istio.io/v1/serviceentries",
-                "serviceentries.json",
-            ),
-            (
-                "/apis/security.istio.io/v1/peerauthentications",
-                "peerauthentications.json",
-            ),
-        ],
-    )
-    .await
+    for file in FIXTURES {
+        let list: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures.join(file)).unwrap()).unwrap();
+        let kind = list["kind"].as_str().unwrap().trim_end_matches("List");
+        for item in list["items"].as_array().unwrap() {
+            let mut obj = item.clone();
+            obj["apiVersion"] = list["apiVersion"].clone();
+            obj["kind"] = json!(kind);
+            api.apply_object(obj).unwrap();
+        }
+    }
+    (dir, api)
 }
 
-fn client(replay: &Replay) -> kube::Client {
-    let url = format!("http://{}", replay.addr).parse().unwrap();
-    kube::Client::try_from(kube::Config::new(url)).unwrap()
+fn client(api: &ApiServer) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap()
 }
 
 fn names(state: &ApiState, kind: &str) -> Vec<String> {
@@ -81,15 +88,16 @@ async fn wait_for(
     }
 }
 
-fn count(replay: &Replay, prefix: &str, watch: bool) -> usize {
-    replay
-        .requests()
+/// Requests for `resource` that were lists (`watch == false`) or watches.
+fn count(api: &ApiServer, resource: &str, watch: bool) -> usize {
+    let verb = if watch { "watch" } else { "list" };
+    api.requests()
         .iter()
-        .filter(|r| r.starts_with(prefix) && r.contains("watch=true") == watch)
+        .filter(|r| r.resource == resource && r.verb == verb)
         .count()
 }
 
-fn pod(name: &str, node: &str) -> serde_json::Value {
+fn pod(name: &str, node: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": name, "namespace": "app", "uid": "6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d",
                         "labels": {"app": name}},
@@ -99,13 +107,9 @@ fn pod(name: &str, node: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn watches_the_api_through_events_relists_and_outages() {
-    let replay = replay().await;
+    let (_dir, replay) = server(true);
     replay.set_down(true);
-    let backoff = Backoff {
-        min: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-    };
-    let mut rx = api_source::start(client(&replay), "node-a", backoff);
+    let mut rx = api_source::start(client(&replay), BACKOFF);
 
     // Phase 0: the API is unreachable: nothing is synced.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -119,7 +123,11 @@ async fn watches_the_api_through_events_relists_and_outages() {
     .await;
     {
         let s = rx.borrow();
-        assert_eq!(names(&s, "Pod"), ["client-6b7d9c5f4-x2x9q", "server-0"]);
+        assert_eq!(
+            names(&s, "Pod"),
+            ["client-6b7d9c5f4-x2x9q", "server-0", "server-1"],
+            "every node's pods are known"
+        );
         assert_eq!(names(&s, "Namespace"), ["app", "default"]);
         assert_eq!(names(&s, "Service"), ["server", "kubernetes"]);
         assert_eq!(names(&s, "PeerAuthentication"), ["default"]);
@@ -132,24 +140,29 @@ async fn watches_the_api_through_events_relists_and_outages() {
         assert_eq!(pod["kind"], "Pod");
         assert_eq!(pod["apiVersion"], "v1");
         assert_eq!(pod["status"]["qosClass"], "Guaranteed");
+        assert!(
+            pod["metadata"]["managedFields"].is_null(),
+            "pods are stored cut down"
+        );
     }
     assert!(
         replay
             .requests()
             .iter()
-            .any(|r| r.starts_with(PODS) && r.contains("fieldSelector=spec.nodeName%3Dnode-a")),
-        "pods are listed for this node only: {:?}",
+            .filter(|r| r.resource == "pods")
+            .all(|r| !r.query.contains("fieldSelector")),
+        "pods are listed for every node: {:?}",
         replay.requests()
     );
 
     // Phase 2: live events, a bookmark, and a DestinationRule naming another Secret.
-    replay.apply(PODS, pod("worker", "node-a"));
-    replay.apply(PODS, pod("elsewhere", "node-b"));
-    replay.delete(SERVICES, "app", "server");
-    replay.bookmark(PODS);
+    replay.apply_object(pod("worker", "node-a")).unwrap();
+    replay.apply_object(pod("elsewhere", "node-b")).unwrap();
+    replay.delete("v1", "Service", "app", "server").unwrap();
+    replay.bookmark("v1", "Pod").unwrap();
     let mut dr = rx.borrow().objects("DestinationRule")[0].clone();
     dr["spec"]["trafficPolicy"]["tls"]["credentialName"] = json!("other-creds");
-    replay.apply(DRS, dr);
+    replay.apply_object(dr).unwrap();
     wait_for(&mut rx, "live events", |s| {
         names(s, "Pod").contains(&"worker".to_owned())
             && names(s, "Service") == ["kubernetes"]
@@ -157,38 +170,41 @@ async fn watches_the_api_through_events_relists_and_outages() {
             && s.synced()
     })
     .await;
-    assert!(!names(&rx.borrow(), "Pod").contains(&"elsewhere".to_owned()));
+    assert!(names(&rx.borrow(), "Pod").contains(&"elsewhere".to_owned()));
     assert!(
         replay
             .requests()
             .iter()
-            .any(|r| r.starts_with(PODS) && r.contains("allowWatchBookmarks=true")),
+            .any(|r| r.resource == "pods" && r.query.contains("allowWatchBookmarks=true")),
         "watches ask for bookmarks"
     );
 
     // Phase 3: a dropped stream resumes from its resource version, without a re-list.
-    let pod_lists = count(&replay, PODS, false);
+    let pod_lists = count(&replay, "pods", false);
     replay.drop_streams();
-    replay.apply(PODS, pod("after-drop", "node-a"));
+    replay.apply_object(pod("after-drop", "node-a")).unwrap();
     wait_for(&mut rx, "event after a dropped stream", |s| {
         names(s, "Pod").contains(&"after-drop".to_owned())
     })
     .await;
     assert_eq!(
-        count(&replay, PODS, false),
+        count(&replay, "pods", false),
         pod_lists,
         "resumed, not re-listed"
     );
+    assert!(count(&replay, "pods", true) >= 2, "watched again");
 
     // Phase 4: 410 Gone: a change the watch never saw arrives through the forced re-list.
-    replay.apply_unseen(PODS, pod("seen-by-relist", "node-a"));
+    replay
+        .apply_unseen(pod("seen-by-relist", "node-a"))
+        .unwrap();
     replay.expire();
     wait_for(&mut rx, "re-list after 410", |s| {
         names(s, "Pod").contains(&"seen-by-relist".to_owned())
     })
     .await;
     assert!(
-        count(&replay, PODS, false) > pod_lists,
+        count(&replay, "pods", false) > pod_lists,
         "re-listed after 410"
     );
     assert!(rx.borrow().synced());
@@ -196,7 +212,7 @@ async fn watches_the_api_through_events_relists_and_outages() {
     // Phase 5: an outage keeps the last known state; changes made meanwhile arrive afterwards.
     let before = names(&rx.borrow(), "Pod");
     replay.set_down(true);
-    replay.delete(PODS, "app", "worker");
+    replay.delete("v1", "Pod", "app", "worker").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     {
         let s = rx.borrow();
@@ -244,16 +260,19 @@ async fn node_pods_follow_the_api_and_new_container_cgroups() {
     )
     .unwrap();
 
-    let replay = replay().await;
-    let backoff = Backoff {
-        min: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-    };
-    let mut api = api_source::start(client(&replay), "node-a", backoff);
+    let (_dir, replay) = server(true);
+    let mut api = api_source::start(client(&replay), BACKOFF);
     wait_for(&mut api, "first sync", ApiState::synced).await;
     let layout = Layout::detect(&tree.0, Path::new("")).unwrap();
     let cgroups = cgroup_watch::watch(&layout).unwrap();
-    let mut pods = watch_node_pods(api, cgroups, layout, None, Arc::new(|ns, _| ns == "app"));
+    let mut pods = watch_node_pods(
+        "node-a".into(),
+        api,
+        cgroups,
+        layout,
+        None,
+        Arc::new(|ns, _| ns == "app"),
+    );
 
     let specs = pods.borrow_and_update().clone();
     assert_eq!(specs.len(), 1, "only the client pod has cgroups: {specs:?}");
@@ -275,4 +294,23 @@ async fn node_pods_follow_the_api_and_new_container_cgroups() {
         specs[0].ips,
         ["10.244.1.12".parse::<std::net::IpAddr>().unwrap()]
     );
+}
+
+/// Istio installed after the agent: its kinds are found by the periodic rediscovery and watched,
+/// with no restart; a CRD removed again stops its watch and takes its objects with it.
+#[tokio::test]
+async fn istio_kinds_installed_later_are_watched() {
+    let (_dir, api) = server(false);
+    let mut rx = api_source::start(client(&api), BACKOFF);
+    wait_for(&mut rx, "first sync without Istio", ApiState::synced).await;
+    assert!(names(&rx.borrow(), "PeerAuthentication").is_empty());
+    let kinds: Vec<String> = rx.borrow().watches().map(|w| w.kind.clone()).collect();
+    assert_eq!(kinds, ["Namespace", "Pod", "Service"], "only core kinds");
+
+    api.install_istio_crds();
+    wait_for(&mut rx, "PeerAuthentication after the CRDs appear", |s| {
+        s.synced() && names(s, "PeerAuthentication") == ["default"]
+    })
+    .await;
+    assert_eq!(names(&rx.borrow(), "DestinationRule"), ["external-api"]);
 }

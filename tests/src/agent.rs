@@ -40,6 +40,31 @@ impl Agent {
     /// readiness ports on loopback, its own JSON access log, and the bed's shared CA directory
     /// (`<bed workdir>/ca`), so agents of one bed trust each other.
     pub fn start_with(node: &Node, config: &Path, extra: &[&str]) -> Result<Agent> {
+        Self::launch(node, extra, |ports| {
+            Ok(node_command(&sockmesh_bin()?, node, config, ports))
+        })
+    }
+
+    /// Starts `sockmesh run --kubernetes` for a node of a [`crate::TestBed::kubernetes`] bed: the
+    /// cluster state comes from the bed's API server (`KUBECONFIG`), pods are found in the node's
+    /// kubelet cgroup layout. Returns once the API's first full list is applied.
+    pub fn start_kubernetes(node: &Node, extra: &[&str]) -> Result<Agent> {
+        let kubeconfig = node.bed().api()?.kubeconfig().to_owned();
+        Self::launch(node, extra, |ports| {
+            Ok(kubernetes_command(
+                &sockmesh_bin()?,
+                node,
+                &kubeconfig,
+                ports,
+            ))
+        })
+    }
+
+    fn launch(
+        node: &Node,
+        extra: &[&str],
+        command: impl FnOnce(&AgentPorts) -> Result<Command>,
+    ) -> Result<Agent> {
         // Alternate between two port sets per node, so a new agent can start beside the old one
         // (a rolling update) in the shared root netns.
         let set = next_port_set(node);
@@ -48,7 +73,7 @@ impl Agent {
         let access_log = node
             .bed_workdir()
             .join(format!("access-{}.{seq}.jsonl", node.name()));
-        let mut cmd = node_command(&sockmesh_bin()?, node, config, &ports);
+        let mut cmd = command(&ports)?;
         cmd.arg("--access-log")
             .arg(&access_log)
             .args(["--access-log-format", "json"])
@@ -171,6 +196,33 @@ pub fn node_command(binary: &Path, node: &Node, config: &Path, ports: &AgentPort
         .args(["--node-name", node.name()])
         .arg("--cgroup-root")
         .arg(node.cgroup().path())
+        .arg("--pin-dir")
+        .arg(node.pin_dir())
+        .arg("--ca-dir")
+        .arg(node.ca_dir())
+        .args(["--admin-addr", &ports.admin.to_string()])
+        .args(["--metrics-addr", &ports.metrics.to_string()])
+        .args(["--readiness-addr", &ports.readiness.to_string()]);
+    cmd
+}
+
+/// `sockmesh run --kubernetes` for `node`: [`node_command`]'s scoping, with the cluster state
+/// from the API server of `kubeconfig` and pods from the node's kubelet cgroups.
+pub fn kubernetes_command(
+    binary: &Path,
+    node: &Node,
+    kubeconfig: &Path,
+    ports: &AgentPorts,
+) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("run")
+        .arg("--kubernetes")
+        .env("KUBECONFIG", kubeconfig)
+        .args(["--node-name", node.name()])
+        .arg("--cgroup-root")
+        .arg(node.cgroup().path())
+        .arg("--kubelet-cgroup-root")
+        .arg(node.cgroup().rel().trim_start_matches('/'))
         .arg("--pin-dir")
         .arg(node.pin_dir())
         .arg("--ca-dir")

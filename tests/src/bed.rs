@@ -1,14 +1,15 @@
 //! The test bed: owns every namespace, cgroup and file of one test and removes them on drop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
 use crate::addr::{MAX_NODES, Slot};
+use crate::apiserver::ApiServer;
 use crate::capture::WireCapture;
 use crate::cgroup::{Cgroup, destroy_tree};
 use crate::cleanup::{PREFIX, remove_dir, sweep_stale};
@@ -25,6 +26,12 @@ pub(crate) struct BedShared {
     pub(crate) cgroup: Cgroup,
     pub(crate) workdir: PathBuf,
     pub(crate) fabric: Netns,
+    /// Pods laid out as the kubelet does (`kubepods/besteffort/pod<uid>/<container id>`, with a
+    /// `pause` sandbox process), for agents in `--kubernetes` mode.
+    pub(crate) kubernetes: bool,
+    api: OnceLock<ApiServer>,
+    /// `(apiVersion, kind, namespace, name)` of what [`TestBed::publish`] put in the API.
+    published: Mutex<BTreeSet<(String, String, String, String)>>,
     state: Mutex<BedState>,
 }
 
@@ -49,6 +56,18 @@ impl BedShared {
         format!("{}-{suffix}", self.id)
     }
 
+    pub(crate) fn api(&self) -> Result<&ApiServer> {
+        if let Some(api) = self.api.get() {
+            return Ok(api);
+        }
+        let _guard = self.state();
+        if let Some(api) = self.api.get() {
+            return Ok(api);
+        }
+        let api = ApiServer::start(&self.workdir)?;
+        Ok(self.api.get_or_init(|| api))
+    }
+
     /// Creates a netns and records it for cleanup before anything else can fail.
     pub(crate) fn create_netns(&self, suffix: &str) -> Result<Netns> {
         let ns = Netns::create(&self.scoped_name(suffix))?;
@@ -69,6 +88,17 @@ impl TestBed {
     /// Creates an empty bed. `name` (usually the test's) goes into every resource name together
     /// with the pid and a counter: `smt-<pid>-<n>-<name>`. Leftovers of dead runs are swept first.
     pub fn new(name: &str) -> Result<TestBed> {
+        Self::create(name, false)
+    }
+
+    /// A bed whose nodes look like kubelet nodes to an agent in `--kubernetes` mode: pod cgroups in
+    /// the kubelet's cgroupfs layout, a `pause` process holding each pod's netns, and the cluster
+    /// state served by [`TestBed::api`] ([`TestBed::publish`] puts it there).
+    pub fn kubernetes(name: &str) -> Result<TestBed> {
+        Self::create(name, true)
+    }
+
+    fn create(name: &str, kubernetes: bool) -> Result<TestBed> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         if let Err(e) = sweep_stale() {
             eprintln!("testbed: sweeping stale resources failed: {e:#}");
@@ -106,6 +136,9 @@ impl TestBed {
                 cgroup,
                 workdir,
                 fabric,
+                kubernetes,
+                api: OnceLock::new(),
+                published: Mutex::default(),
                 state: Mutex::default(),
             }),
         };
@@ -190,6 +223,71 @@ impl TestBed {
             write_atomic(&dir.join(pod.yaml_file_name()), &pod.yaml())?;
         }
         Ok(dir)
+    }
+
+    /// The bed's Kubernetes API server, started on first use.
+    pub fn api(&self) -> Result<&ApiServer> {
+        self.shared.api()
+    }
+
+    /// Makes the API server hold what the bed holds: every namespace and pod, and every manifest
+    /// in [`TestBed::config_dir`] (policies, Services) other than the files
+    /// [`TestBed::write_config`] writes. Objects published before and gone now are deleted.
+    pub fn publish(&self) -> Result<()> {
+        let api = self.api()?;
+        let mut objects = Vec::new();
+        {
+            let state = self.shared.state();
+            for (ns, labels) in &state.namespaces {
+                objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": ns, "labels": labels}}));
+            }
+            objects.extend(state.pods.iter().map(Pod::api_object));
+        }
+        let mut files: Vec<PathBuf> = fs::read_dir(self.config_dir())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                !name.starts_with("pod-") && !name.starts_with("namespace-")
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            let text = fs::read_to_string(&file)?;
+            objects.extend(yaml::documents(&text).with_context(|| file.display().to_string())?);
+        }
+        let mut now = BTreeSet::new();
+        for obj in objects {
+            let s = |p: &str| {
+                obj.pointer(p)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            now.insert((
+                s("/apiVersion"),
+                s("/kind"),
+                s("/metadata/namespace"),
+                s("/metadata/name"),
+            ));
+            api.apply_object(obj)?;
+        }
+        let mut published = self
+            .shared
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (v, k, ns, name) in published.difference(&now) {
+            api.delete(v, k, ns, name)?;
+        }
+        *published = now;
+        Ok(())
+    }
+
+    /// Whether this bed was made by [`TestBed::kubernetes`].
+    pub fn is_kubernetes(&self) -> bool {
+        self.shared.kubernetes
     }
 
     /// Namespace YAML with the labels set so far.

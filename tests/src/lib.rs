@@ -17,6 +17,7 @@
 
 mod addr;
 mod agent;
+mod apiserver;
 mod bed;
 pub mod bpf;
 mod capture;
@@ -33,7 +34,10 @@ mod tool;
 mod wait;
 mod yaml;
 
-pub use agent::{Agent, AgentPorts, SOCKMESH_BIN_ENV, node_command, sockmesh_bin};
+pub use agent::{
+    Agent, AgentPorts, SOCKMESH_BIN_ENV, kubernetes_command, node_command, sockmesh_bin,
+};
+pub use apiserver::{ApiRequest, ApiServer, ServiceAccountToken};
 pub use bed::TestBed;
 pub use capture::{Flow, Frame, Segment, Wire, WireCapture, is_tls_records};
 pub use cgroup::{Cgroup, cgroup_of};

@@ -46,7 +46,13 @@ impl Node {
         let slot = bed.slot.index();
         let cgroup = Cgroup::create(&format!("{}/{name}", bed.cgroup.rel()))?;
         let agent_cgroup = Cgroup::create(&format!("{}/agent", cgroup.rel()))?;
-        let pods_cgroup = Cgroup::create(&format!("{}/pods", cgroup.rel()))?;
+        let pods_cgroup = if bed.kubernetes {
+            // The kubelet's cgroupfs driver: `kubepods/<qos>/pod<uid>`; every test pod is BestEffort.
+            Cgroup::create(&format!("{}/kubepods", cgroup.rel()))?;
+            Cgroup::create(&format!("{}/kubepods/besteffort", cgroup.rel()))?
+        } else {
+            Cgroup::create(&format!("{}/pods", cgroup.rel()))?
+        };
         let netns = bed.create_netns(&format!("n-{name}"))?;
         netns.sysctl("net/ipv4/ip_forward", "1")?;
         netns.sysctl("net/ipv6/conf/all/forwarding", "1")?;

@@ -78,6 +78,11 @@ struct PodInner {
     service_account: String,
     containers: Mutex<Vec<Container>>,
     workdir: PathBuf,
+    /// Kubernetes metadata.uid.
+    uid: String,
+    /// Kubelet layout (container cgroups named by container id) and a running `pause` sandbox.
+    kubernetes: bool,
+    sandbox: Mutex<Option<Process>>,
 }
 
 impl Pod {
@@ -93,7 +98,13 @@ impl Pod {
         let host = index + 1;
         let (ipv4, ipv6) = (addr::pod_v4(slot, n, host), addr::pod_v6(slot, n, host));
         let (gw4, gw6) = (addr::pod_v4(slot, n, 1), addr::pod_v6(slot, n, 1));
-        let cgroup = Cgroup::create(&format!("{}/{namespace}.{name}", node.pods_cgroup().rel()))?;
+        let uid = format!("{slot:08x}-{n:04x}-4000-8000-{index:012x}");
+        let dir = if bed.kubernetes {
+            format!("pod{uid}")
+        } else {
+            format!("{namespace}.{name}")
+        };
+        let cgroup = Cgroup::create(&format!("{}/{dir}", node.pods_cgroup().rel()))?;
         // Namespaces have no dots, so `<namespace>.<name>` cannot collide.
         let netns = bed.create_netns(&format!("p-{namespace}.{name}"))?;
         let port = format!("p{index}");
@@ -127,10 +138,31 @@ impl Pod {
                 service_account: options.service_account.unwrap_or_else(|| name.to_owned()),
                 containers: Mutex::default(),
                 workdir: bed.workdir.clone(),
+                uid,
+                kubernetes: bed.kubernetes,
+                sandbox: Mutex::default(),
             }),
         };
+        if bed.kubernetes {
+            pod.start_sandbox()?;
+        }
         pod.add_container(MAIN_CONTAINER)?;
         Ok(pod)
+    }
+
+    /// The kubelet's sandbox: a container running a process named `pause` that holds the pod's
+    /// network namespace, which is how the agent finds the netns from the pod's cgroups.
+    fn start_sandbox(&self) -> Result<()> {
+        let pause = self.inner.workdir.join("pause");
+        if !pause.exists() {
+            std::os::unix::fs::symlink(pod_tool()?, &pause)?;
+        }
+        let container = self.add_container(SANDBOX_CONTAINER)?;
+        let mut cmd = Command::new(&pause);
+        cmd.arg("sleep");
+        let process = container.spawn(cmd)?;
+        *self.inner.sandbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(process);
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -234,7 +266,12 @@ impl Pod {
                 self.name()
             );
         }
-        let cgroup = Cgroup::create(&format!("{}/{name}", self.cgroup_rel()))?;
+        let dir = if self.inner.kubernetes {
+            container_id(&self.inner.uid, name)
+        } else {
+            name.to_owned()
+        };
+        let cgroup = Cgroup::create(&format!("{}/{dir}", self.cgroup_rel()))?;
         let container = Container {
             name: name.to_owned(),
             label: format!("{}.{}.{name}", self.namespace(), self.name()),
@@ -341,10 +378,52 @@ impl Pod {
         })
     }
 
+    /// Kubernetes metadata.uid.
+    pub fn uid(&self) -> &str {
+        &self.inner.uid
+    }
+
+    /// The Pod as the API server holds it once the kubelet runs it: scheduled on its node,
+    /// Running, BestEffort, with its addresses. No cgroup or netns annotations: an agent in
+    /// `--kubernetes` mode finds those from the uid, as on a real node.
+    pub fn api_object(&self) -> serde_json::Value {
+        let i = &self.inner;
+        let containers: Vec<serde_json::Value> = self
+            .containers()
+            .iter()
+            .filter(|c| c.name() != SANDBOX_CONTAINER)
+            .map(|c| serde_json::json!({"name": c.name(), "image": "sockmesh/pod-tool"}))
+            .collect();
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": i.name, "namespace": i.namespace, "uid": i.uid,
+                         "labels": i.labels, "annotations": i.annotations},
+            "spec": {"nodeName": i.node, "serviceAccountName": i.service_account,
+                     "containers": containers},
+            "status": {"phase": "Running", "qosClass": "BestEffort",
+                       "podIP": i.ipv4.to_string(),
+                       "podIPs": [{"ip": i.ipv4.to_string()}, {"ip": i.ipv6.to_string()}]}
+        })
+    }
+
     /// File name [`crate::TestBed::write_config`] uses: `pod-<namespace>-<name>.yaml`.
     pub fn yaml_file_name(&self) -> String {
         format!("pod-{}-{}.yaml", self.namespace(), self.name())
     }
+}
+
+/// The sandbox container of pods on a Kubernetes bed.
+const SANDBOX_CONTAINER: &str = "pause";
+
+/// A container id as containerd makes them (64 hex digits), stable per pod and container name.
+fn container_id(uid: &str, name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    uid.replace('-', "")
+        .chars()
+        .chain(hex.chars())
+        .chain(std::iter::repeat('0'))
+        .take(64)
+        .collect()
 }
 
 /// One container of a pod: its own cgroup, the pod's netns.

@@ -122,7 +122,21 @@ impl Seed {
     /// Builds the nodes, namespaces, pods, echo servers and the configuration (namespaces, pods,
     /// services); agents are started separately with [`Seed::start_agents`].
     pub fn build(name: &str) -> Result<Seed> {
-        let bed = TestBed::new(name)?;
+        Self::build_on(TestBed::new(name)?)
+    }
+
+    /// [`Seed::build`] on a [`TestBed::kubernetes`] bed: the same topology, published to the bed's
+    /// API server; [`Seed::start_agents`] then starts the agents with `--kubernetes`.
+    pub fn build_kubernetes(name: &str) -> Result<Seed> {
+        let seed = Self::build_on(TestBed::kubernetes(name)?)?;
+        let api = seed.bed.api()?;
+        api.install_istio_crds();
+        api.install_legacy_istio_crds();
+        seed.bed.publish()?;
+        Ok(seed)
+    }
+
+    fn build_on(bed: TestBed) -> Result<Seed> {
         let nodes: BTreeMap<String, Node> = ["n1", "n2"]
             .into_iter()
             .map(|n| Ok((n.to_owned(), bed.node(n)?)))
@@ -162,8 +176,12 @@ impl Seed {
     pub fn start_agents(&mut self, extra: &[&str]) -> Result<()> {
         let config = self.config_dir();
         for (name, node) in &self.nodes {
-            let agent = Agent::start_with(node, &config, extra)
-                .with_context(|| format!("starting the agent on {name}"))?;
+            let agent = if self.bed.is_kubernetes() {
+                Agent::start_kubernetes(node, extra)
+            } else {
+                Agent::start_with(node, &config, extra)
+            }
+            .with_context(|| format!("starting the agent on {name}"))?;
             self.agents.insert(name.clone(), agent);
         }
         Ok(())
@@ -214,7 +232,8 @@ impl Seed {
         SocketAddr::new(IpAddr::V4(ip), port)
     }
 
-    /// Replaces the policies with `yaml` (empty: none) and waits until every agent reloaded.
+    /// Replaces the policies with `yaml` (empty: none), in the API server too on a Kubernetes bed,
+    /// and waits until every agent reloaded.
     pub fn apply(&self, yaml: &str) -> Result<()> {
         let path = self.config_dir().join(POLICY_FILE);
         let before: Vec<usize> = self.agents.values().map(reloads).collect();
@@ -227,6 +246,9 @@ impl Seed {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, yaml)?;
             std::fs::rename(&tmp, &path)?;
+        }
+        if self.bed.is_kubernetes() {
+            self.bed.publish()?;
         }
         let deadline = Instant::now() + RELOAD_TIMEOUT;
         for (agent, before) in self.agents.values().zip(before) {

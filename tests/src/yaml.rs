@@ -81,3 +81,16 @@ pub(crate) fn namespace(name: &str, labels: &BTreeMap<String, String>) -> String
     map(&mut out, "labels", labels);
     out
 }
+
+/// The objects of a multi-document manifest, as JSON.
+pub(crate) fn documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v = serde_json::Value::deserialize(doc)?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}

@@ -1,5 +1,6 @@
-//! `cargo xtask demo [--keep | --clean]`: the seed article on one machine. Sets the machine up,
-//! builds the agent, builds the two-node seed topology (`testbed::seed`) with an agent per node,
+//! `cargo xtask demo [--keep | --clean] [--kubernetes]`: the seed article on one machine. Sets the
+//! machine up, builds the agent, builds the two-node seed topology (`testbed::seed`) with an agent
+//! per node (with `--kubernetes`: agents in cluster mode against the test bed's API server),
 //! walks through the policy steps and prints each step's connectivity matrix. Exits non-zero when
 //! any cell behaved otherwise than expected, so it doubles as a smoke test.
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::setup;
 type Shared = Arc<Mutex<Option<Seed>>>;
 
 /// Runs the demo; `keep` leaves everything running, `clean` only removes leftovers.
-pub fn run(root: &Path, keep: bool, clean: bool) -> Result<()> {
+pub fn run(root: &Path, keep: bool, clean: bool, kubernetes: bool) -> Result<()> {
     if clean {
         let swept = testbed::sweep_stale()?;
         println!(
@@ -42,7 +43,11 @@ pub fn run(root: &Path, keep: bool, clean: bool) -> Result<()> {
     // a clean mask from std::process).
     let signals = interrupt_signals();
     signals.thread_block()?;
-    let mut seed = Seed::build("demo")?;
+    let mut seed = if kubernetes {
+        Seed::build_kubernetes("demo")?
+    } else {
+        Seed::build("demo")?
+    };
     seed.start_agents(&[])?;
     let shared: Shared = Arc::new(Mutex::new(Some(seed)));
     watch_interrupts(signals, shared.clone());

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod scale;
 mod setup;
 mod soak;
 mod test;
@@ -40,6 +41,10 @@ enum Task {
         /// Only remove what earlier `--keep` runs (or crashed tests) left behind.
         #[arg(long)]
         clean: bool,
+        /// Run the agents as in a cluster: `--kubernetes` against the test bed's API server,
+        /// policies applied through the API.
+        #[arg(long, conflicts_with = "clean")]
+        kubernetes: bool,
     },
     /// Benchmark pod to pod: direct, sockmesh DISABLE and ISTIO_MUTUAL, and a reference HAProxy
     /// pair (mTLS and plain), interleaved per round; writes docs/performance.md and its plot.
@@ -50,6 +55,9 @@ enum Task {
     /// rotation; prints one table and fails when a security invariant or a return to baseline
     /// does not hold. `--short` is the CI version. Needs root.
     Soak(soak::SoakArgs),
+    /// One agent in `--kubernetes` mode against a large cluster in the test bed's API server
+    /// (10,000 pods, 2,000 Services, 2,000 policies): memory and reload time.
+    Scale(scale::ScaleArgs),
     /// A program the soak runs inside a pod (not for direct use).
     #[command(hide = true)]
     SoakPod {
@@ -72,9 +80,14 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Test => test::run(&root),
         Task::ValidateManifests => validate::run(&root),
-        Task::Demo { keep, clean } => demo::run(&root, keep, clean),
+        Task::Demo {
+            keep,
+            clean,
+            kubernetes,
+        } => demo::run(&root, keep, clean, kubernetes),
         Task::Bench(args) => bench::run(&root, args),
         Task::Soak(args) => soak::run(args),
+        Task::Scale(args) => scale::run(&root, args),
         Task::SoakPod { tool } => soak::pod::run(tool),
     };
     // The error chain says what failed; a backtrace of xtask itself would only bury it.

@@ -1,6 +1,8 @@
 //! `--kubernetes`: the API server as the configuration source. One `kube` watcher per kind keeps
 //! an [`ApiState`]; the watcher re-lists after `410 Gone` and resumes after dropped streams, and
 //! errors (an API outage) only delay the next attempt: the last known objects stay published.
+//! The Istio kinds are rediscovered every few seconds, so installing Istio's CRDs after the agent
+//! starts enforces its policies without a restart.
 use std::{
     collections::{BTreeSet, HashMap},
     time::Duration,
@@ -29,11 +31,14 @@ const ISTIO_KINDS: [(&str, &str); 6] = [
     ("authentication.istio.io", "Policy"),
 ];
 
-/// How long to wait before retrying after an API error, doubling up to `max`.
+/// How long to wait before retrying after an API error, doubling up to `max`; and how often to
+/// ask the API again which Istio kinds it serves, so CRDs installed after the agent are watched
+/// within seconds, without a restart.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     pub min: Duration,
     pub max: Duration,
+    pub rediscover: Duration,
 }
 
 impl Default for Backoff {
@@ -41,6 +46,7 @@ impl Default for Backoff {
         Backoff {
             min: Duration::from_millis(500),
             max: Duration::from_secs(30),
+            rediscover: Duration::from_secs(5),
         }
     }
 }
@@ -51,15 +57,15 @@ impl Backoff {
     }
 }
 
-/// Starts watching the API for this node. The returned receiver always holds the latest state;
+/// Starts watching the API: the objects of the whole cluster (every node's pods are *known*; the
+/// caller enrolls only its own node's). The returned receiver always holds the latest state;
 /// every watch stops once all receivers are dropped.
-pub fn start(client: Client, node_name: &str, backoff: Backoff) -> watch::Receiver<ApiState> {
+pub fn start(client: Client, backoff: Backoff) -> watch::Receiver<ApiState> {
     let (tx, rx) = watch::channel(ApiState::default());
-    let node = node_name.to_owned();
     tokio::spawn(async move {
         let mut tasks = Tasks::default();
         tokio::select! {
-            () = supervise(&client, &node, backoff, &tx, &mut tasks) => {}
+            () = supervise(&client, backoff, &tx, &mut tasks) => {}
             () = tx.closed() => {}
         }
         tasks.abort_all();
@@ -74,59 +80,101 @@ impl Tasks {
     fn abort_all(&mut self) {
         self.0.drain().for_each(|(_, t)| t.abort());
     }
+
+    fn stop(&mut self, id: &WatchId, tx: &watch::Sender<ApiState>) {
+        if let Some(t) = self.0.remove(id) {
+            t.abort();
+        }
+        tx.send_modify(|s| s.unregister(id));
+    }
 }
 
 async fn supervise(
     client: &Client,
-    node: &str,
     backoff: Backoff,
     tx: &watch::Sender<ApiState>,
     tasks: &mut Tasks,
 ) {
-    let crds = discover(client, backoff).await;
-    let core = [
-        ("Pod", "pods", Some(format!("spec.nodeName={node}"))),
-        ("Namespace", "namespaces", None),
-        ("Service", "services", None),
-    ];
-    let mut kinds: Vec<(ApiResource, Option<String>)> = core
-        .into_iter()
-        .map(|(kind, plural, fields)| (core_resource(kind, plural), fields))
-        .collect();
-    kinds.extend(crds.into_iter().map(|ar| (ar, None)));
-    tx.send_modify(|s| {
-        for (ar, fields) in &kinds {
-            s.register(watch_id(ar, fields.clone()));
-        }
-        s.set_discovered();
-    });
-    for (ar, fields) in kinds {
-        spawn_watch(client, ar, fields, backoff, tx, tasks);
+    for (kind, plural) in [
+        ("Pod", "pods"),
+        ("Namespace", "namespaces"),
+        ("Service", "services"),
+    ] {
+        spawn_watch(
+            client,
+            core_resource(kind, plural),
+            None,
+            backoff,
+            tx,
+            tasks,
+        );
     }
-    follow_credentials(client, backoff, tx, tasks).await;
-}
-
-/// Which Istio kinds the cluster serves, retrying until the API answers once.
-async fn discover(client: &Client, backoff: Backoff) -> Vec<ApiResource> {
-    let groups: BTreeSet<&str> = ISTIO_KINDS.iter().map(|(g, _)| *g).collect();
-    let groups: Vec<&str> = groups.into_iter().collect();
     let mut delay = backoff.min;
-    loop {
-        match Discovery::new(client.clone()).filter(&groups).run().await {
-            Ok(d) => {
-                let found: Vec<ApiResource> = ISTIO_KINDS
-                    .iter()
-                    .filter_map(|(g, k)| d.get(g)?.recommended_kind(k).map(|(ar, _)| ar))
-                    .collect();
-                let kinds: Vec<&str> = found.iter().map(|a| a.kind.as_str()).collect();
-                info!(?kinds, "Istio kinds served by the API");
-                return found;
-            }
+    let served = loop {
+        match discover(client).await {
+            Ok(found) => break found,
             Err(e) => {
                 warn!(error = %e, "API discovery failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = backoff.next(delay);
             }
+        }
+    };
+    follow_istio_kinds(client, backoff, tx, tasks, served);
+    tx.send_modify(ApiState::set_discovered);
+    let mut changes = tx.subscribe();
+    let mut rediscover = tokio::time::interval(backoff.rediscover);
+    rediscover.tick().await;
+    loop {
+        // Computed first: the borrow must end before the watches change the state.
+        let wanted = credential_selectors(&changes.borrow_and_update());
+        follow_credentials(client, backoff, wanted, tx, tasks);
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = rediscover.tick() => match discover(client).await {
+                Ok(served) => follow_istio_kinds(client, backoff, tx, tasks, served),
+                Err(e) => warn!(error = %e, "API rediscovery failed; keeping the Istio kinds watched"),
+            },
+        }
+    }
+}
+
+/// Which Istio kinds the cluster serves now.
+async fn discover(client: &Client) -> Result<Vec<ApiResource>, ::kube::Error> {
+    let groups: BTreeSet<&str> = ISTIO_KINDS.iter().map(|(g, _)| *g).collect();
+    let groups: Vec<&str> = groups.into_iter().collect();
+    let d = Discovery::new(client.clone()).filter(&groups).run().await?;
+    Ok(ISTIO_KINDS
+        .iter()
+        .filter_map(|(g, k)| d.get(g)?.recommended_kind(k).map(|(ar, _)| ar))
+        .collect())
+}
+
+/// Starts a watch for every served Istio kind not yet watched, and stops the watches of kinds
+/// no longer served (a deleted CRD takes its objects with it, as in the API).
+fn follow_istio_kinds(
+    client: &Client,
+    backoff: Backoff,
+    tx: &watch::Sender<ApiState>,
+    tasks: &mut Tasks,
+    served: Vec<ApiResource>,
+) {
+    let wanted: BTreeSet<WatchId> = served.iter().map(|ar| watch_id(ar, None)).collect();
+    let istio = |id: &WatchId| ISTIO_KINDS.iter().any(|(_, k)| *k == id.kind);
+    let gone: Vec<WatchId> = tasks
+        .0
+        .keys()
+        .filter(|id| istio(id) && !wanted.contains(id))
+        .cloned()
+        .collect();
+    for id in gone {
+        info!(kind = %id.kind, "Istio kind no longer served; its watch stops");
+        tasks.stop(&id, tx);
+    }
+    for ar in served {
+        if !tasks.0.contains_key(&watch_id(&ar, None)) {
+            info!(kind = %ar.kind, version = %ar.api_version, "Istio kind served; watching it");
+            spawn_watch(client, ar, None, backoff, tx, tasks);
         }
     }
 }
@@ -183,46 +231,41 @@ fn spawn_watch(
 
 /// Keeps one Secret watch per name that a DestinationRule's `credentialName` refers to (and its
 /// `<name>-cacert` companion), so the agent never needs to read every Secret in the cluster.
-async fn follow_credentials(
+fn follow_credentials(
     client: &Client,
     backoff: Backoff,
+    wanted: BTreeSet<String>,
     tx: &watch::Sender<ApiState>,
     tasks: &mut Tasks,
 ) {
     let secrets = core_resource("Secret", "secrets");
-    let mut changes = tx.subscribe();
-    loop {
-        let wanted: BTreeSet<String> = changes
-            .borrow_and_update()
-            .objects("DestinationRule")
-            .into_iter()
-            .flat_map(|dr| credential_names(&dr["spec"]))
-            .flat_map(|n| [format!("{n}-cacert"), n])
-            .map(|n| format!("metadata.name={n}"))
-            .collect();
-        let stale: Vec<WatchId> = tasks
-            .0
-            .keys()
-            .filter(|id| id.kind == "Secret")
-            .filter(|id| id.fields.as_ref().is_none_or(|f| !wanted.contains(f)))
-            .cloned()
-            .collect();
-        for id in stale {
-            if let Some(t) = tasks.0.remove(&id) {
-                t.abort();
-            }
-            tx.send_modify(|s| s.unregister(&id));
-        }
-        for fields in wanted {
-            let id = watch_id(&secrets, Some(fields.clone()));
-            if !tasks.0.contains_key(&id) {
-                spawn_watch(client, secrets.clone(), Some(fields), backoff, tx, tasks);
-            }
-        }
-        if changes.changed().await.is_err() {
-            return;
+    let stale: Vec<WatchId> = tasks
+        .0
+        .keys()
+        .filter(|id| id.kind == "Secret")
+        .filter(|id| id.fields.as_ref().is_none_or(|f| !wanted.contains(f)))
+        .cloned()
+        .collect();
+    for id in stale {
+        tasks.stop(&id, tx);
+    }
+    for fields in wanted {
+        let id = watch_id(&secrets, Some(fields.clone()));
+        if !tasks.0.contains_key(&id) {
+            spawn_watch(client, secrets.clone(), Some(fields), backoff, tx, tasks);
         }
     }
+}
+
+/// The field selectors of the Secrets the DestinationRules name.
+fn credential_selectors(state: &ApiState) -> BTreeSet<String> {
+    state
+        .objects("DestinationRule")
+        .into_iter()
+        .flat_map(|dr| credential_names(&dr["spec"]))
+        .flat_map(|n| [format!("{n}-cacert"), n])
+        .map(|n| format!("metadata.name={n}"))
+        .collect()
 }
 
 /// Every `credentialName` anywhere in a DestinationRule spec (traffic policy, port-level
@@ -269,6 +312,7 @@ mod tests {
         let b = Backoff {
             min: Duration::from_millis(100),
             max: Duration::from_millis(300),
+            rediscover: Duration::from_secs(1),
         };
         assert_eq!(b.next(b.min), Duration::from_millis(200));
         assert_eq!(

@@ -137,6 +137,11 @@ fn entry(mut obj: DynamicObject, kind: &str, api_version: &str) -> (ObjectKey, A
         kind: kind.to_owned(),
     });
     let value = serde_json::to_value(obj).unwrap_or(Value::Null);
+    let value = if kind == "Pod" {
+        super::pod_projection::project(&value)
+    } else {
+        value
+    };
     (key, Arc::new(value))
 }
 

@@ -40,6 +40,7 @@ struct Spec {
     #[serde(default)]
     host_network: bool,
     service_account_name: Option<String>,
+    node_name: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -58,18 +59,20 @@ struct PodIp {
     ip: String,
 }
 
-/// `PodSpec`s for the given Pod objects (this node's, as the API source lists them). Skipped:
+/// `PodSpec`s for the Pod objects scheduled on `node` (the API source lists every node's). Skipped:
 /// pods `in_mesh(namespace, name)` rejects (mesh membership is the policy model's call),
 /// hostNetwork pods (they share the node's namespace), the agent's own pod, finished pods, and
 /// pods with no container cgroup or no process yet: the cgroup watch triggers a new pass then.
 pub fn pod_specs<'a>(
     pods: impl IntoIterator<Item = &'a Value>,
+    node: &str,
     in_mesh: impl Fn(&str, &str) -> bool,
     layout: &Layout,
     own: Option<&OwnPod>,
 ) -> Vec<PodSpec> {
     pods.into_iter()
         .filter_map(|v| PodFacts::deserialize(v).ok())
+        .filter(|p| p.spec.node_name.as_deref() == Some(node))
         .filter(|p| !p.spec.host_network)
         .filter(|p| {
             matches!(
@@ -157,7 +160,10 @@ mod tests {
             Tree(std::env::temp_dir().join(format!("sockmesh-enroll-{}", std::process::id())));
         let me = std::process::id();
         let mut pods = Vec::new();
-        for (n, name) in (1..).zip(["web", "host", "agent", "outside", "starting", "done"]) {
+        let names = [
+            "web", "host", "agent", "outside", "starting", "done", "remote",
+        ];
+        for (n, name) in (1..).zip(names) {
             let dir = tree
                 .0
                 .join(Driver::Systemd.pod_dir(&uid(n), Qos::Burstable));
@@ -173,6 +179,7 @@ mod tests {
                 "host" => p["spec"]["hostNetwork"] = json!(true),
                 "agent" => p["metadata"]["namespace"] = json!("sockmesh-system"),
                 "done" => p["status"]["phase"] = json!("Succeeded"),
+                "remote" => p["spec"]["nodeName"] = json!("n2"),
                 _ => {}
             }
             pods.push(p);
@@ -182,7 +189,13 @@ mod tests {
             namespace: "sockmesh-system".into(),
             name: "agent".into(),
         };
-        let specs = pod_specs(&pods, |_, name| name != "outside", &layout, Some(&own));
+        let specs = pod_specs(
+            &pods,
+            "n1",
+            |_, name| name != "outside",
+            &layout,
+            Some(&own),
+        );
         assert_eq!(specs.len(), 1, "{specs:?}");
         let web = &specs[0];
         assert_eq!(

@@ -1,14 +1,15 @@
 //! Kubernetes integration (`--kubernetes`).
 //!
-//! - [`api_source::start`] watches the API (this node's Pods, Namespaces, Services, Istio kinds the
-//!   cluster serves, credential Secrets) into an [`api_state::ApiState`] with a `synced` flag.
+//! - [`api_source::start`] watches the API (every node's Pods, cut down by [`pod_projection`],
+//!   Namespaces, Services, the Istio kinds the cluster serves, rediscovered periodically, and
+//!   credential Secrets) into an [`api_state::ApiState`] with a `synced` flag.
 //! - [`discovery::Layout`] finds a pod's container cgroups and netns from its UID and QoS class;
 //!   [`cgroup_watch::watch`] reports new pod and container cgroups as soon as they are created.
 //! - [`node_pods::watch_node_pods`] combines both into the `PodSpec`s the enroller reconciles.
 //! - [`mesh_config`] reads meshConfig from the `istio` ConfigMap; [`owner`] watches the agent's
 //!   own DaemonSet and namespace, so an uninstall removes capture instead of black-holing pods.
 //!
-//! Tested against a local replay of kube-apiserver's list/watch JSON (`agent/tests/kube_replay`),
+//! Tested against the test bed's API server (`testbed::ApiServer`, `agent/tests/kube_api_source.rs`),
 //! since no real apiserver can run on the development machines.
 pub mod api_source;
 pub mod api_state;
@@ -20,4 +21,5 @@ pub mod mesh_config;
 mod named_object;
 pub mod node_pods;
 pub mod owner;
+pub mod pod_projection;
 pub mod policy_feed;

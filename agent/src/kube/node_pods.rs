@@ -17,6 +17,7 @@ pub type InMesh = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// Feeds `run.rs`'s reconcile loop like the file source does. Stops when the receiver is dropped.
 pub fn watch_node_pods(
+    node: String,
     mut api: watch::Receiver<ApiState>,
     mut cgroups: mpsc::UnboundedReceiver<CgroupEvent>,
     layout: Layout,
@@ -26,6 +27,7 @@ pub fn watch_node_pods(
     let compute = move |state: &ApiState| {
         pod_specs(
             state.objects("Pod"),
+            &node,
             |ns, n| in_mesh(ns, n),
             &layout,
             own.as_ref(),

@@ -2,7 +2,7 @@
 //! source uses, so the resolver has one code path whatever the source.
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::api_state::ApiState;
 use crate::policy::{ConfigHandle, model::Resources};
@@ -42,15 +42,26 @@ fn parse<T: DeserializeOwned>(state: &ApiState, kind: &str) -> Vec<T> {
         .collect()
 }
 
-/// Applies every API change to the configuration until the API watcher stops.
-pub fn feed(mut api: watch::Receiver<ApiState>, config: ConfigHandle) {
+/// Applies every API change to the configuration until the API watcher stops. The returned
+/// receiver turns true once a state in which every watch had listed is applied: from then on the
+/// model reflects the cluster, not a partial list.
+pub fn feed(mut api: watch::Receiver<ApiState>, config: ConfigHandle) -> watch::Receiver<bool> {
+    let (synced_tx, synced) = watch::channel(false);
     tokio::spawn(async move {
         loop {
-            let resources = resources(&api.borrow_and_update());
+            let (resources, synced) = {
+                let state = api.borrow_and_update();
+                (resources(&state), state.synced())
+            };
             config.apply(resources, Vec::new());
+            info!(source = "api", "configuration reloaded");
+            if synced {
+                synced_tx.send_if_modified(|s| !std::mem::replace(s, true));
+            }
             if api.changed().await.is_err() {
                 return;
             }
         }
     });
+    synced
 }
