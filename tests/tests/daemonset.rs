@@ -457,3 +457,40 @@ fn rbac_grants_exactly_the_requests_the_agent_makes() -> Result<()> {
     }
     Ok(())
 }
+
+/// `kubectl delete -k` then `kubectl apply -k` while the old agents still drain: the new agents
+/// adopt the pins, and the old ones, though they saw the deletion, leave them to the new ones.
+#[test]
+fn pins_adopted_by_a_newer_agent_stay_when_the_old_one_stops() -> Result<()> {
+    let Some(m) = mesh("ds-reapply")? else {
+        return Ok(());
+    };
+    let (n1, n2) = (&m.nodes.0, &m.nodes.1);
+    let mut old = vec![start_agent(n1, &m.flags[0])?, start_agent(n2, &m.flags[1])?];
+    let api = m.bed.api()?;
+    api.delete("apps/v1", "DaemonSet", AGENT_NAMESPACE, DAEMONSET)?;
+    for agent in &mut old {
+        agent.wait_for_log("uninstall seen", Duration::from_secs(10))?;
+    }
+    let flags = install(&m.bed, &[n1, n2])?;
+    let _new = (start_agent(n1, &flags[0])?, start_agent(n2, &flags[1])?);
+    for mut agent in old {
+        let pid = agent.pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        agent.wait_for_log("a newer agent holds the pins", Duration::from_secs(10))?;
+        agent.stop()?;
+    }
+    for node in [n1, n2] {
+        assert_eq!(
+            pinned(node)?,
+            ["connect4", "connect6"],
+            "{} keeps capture",
+            node.name()
+        );
+    }
+    assert!(m.proxied("through the new agents")?);
+    Ok(())
+}
