@@ -29,6 +29,7 @@ use crate::{
     policy::{ConfigHandle, FileSource, MeshSettings, PodKey, Snapshot, cli::MeshArgs},
     proxy::{Limits, Proxy, Timeouts},
     telemetry::Telemetry,
+    uninstall::OwnPins,
     workload::{Enroller, EnrollerParts, PodSpec, WorkloadByCgroup, config_pods},
 };
 
@@ -48,6 +49,8 @@ pub struct RunArgs {
     pub kubernetes: bool,
     #[command(flatten)]
     pub kube: KubeFlags,
+    #[command(flatten)]
+    pub owner: k8s::owner::OwnerFlags,
     /// Name of this node: pods whose `spec.nodeName` matches are enrolled.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
@@ -152,6 +155,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         exclude_inbound_ports: args.exclude_inbound_ports.clone(),
     })?);
     readiness.set(Check::ProgramsAttached, true);
+    let own_pins = OwnPins::record(&args.pin_dir).context("reading the pinned capture")?;
+    let cluster = match args.kubernetes {
+        true => Some(
+            ::kube::Client::try_default()
+                .await
+                .context("Kubernetes client")?,
+        ),
+        false => None,
+    };
+    let mesh = match &cluster {
+        Some(client) => {
+            k8s::mesh_config::MeshSettingsSource::watch(client.clone(), args.mesh.flags()).await
+        }
+        None => k8s::mesh_config::MeshSettingsSource::flags_only(args.mesh.flags()),
+    };
+    let settings = mesh.settings();
 
     let metrics = Arc::new(Metrics::new());
     let log =
@@ -166,17 +185,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .config
             .as_deref()
             .context("--config or --kubernetes is required")?;
-        let config = file_source(path, args.mesh.settings())?;
+        let config = file_source(path, settings.clone())?;
         readiness.set(Check::ConfigSynced, true);
         let pods = config_pods::watch_pods(config.clone(), args.node_name.clone());
         (config, future::ready(pods).boxed())
     };
 
-    let trust_domains = args.mesh.trust_domains().context("--trust-domain-alias")?;
+    let settings_report = mesh.report.clone();
+    mesh.apply(config.clone());
+    let trust_domains = settings.trust_domains().context("--trust-domain-alias")?;
     info!(trust_domains = %trust_domains, "accepting mesh peers from these trust domains");
     let certs = Arc::new(source::cert_manager(
         &args.ca,
-        &args.mesh.trust_domain,
+        &settings.trust_domain,
         trust_domains,
         args.cert_ttl.into(),
         metrics.clone(),
@@ -232,6 +253,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             telemetry,
             logging: crate::logging::control(),
             readiness: readiness.clone(),
+            settings: settings_report,
         },
     )
     .await?;
@@ -241,7 +263,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         workloads,
         certs: certs.clone(),
         server: proxy.clone(),
-        trust_domain: args.mesh.trust_domain.clone(),
+        trust_domain: settings.trust_domain.clone(),
         cgroup_mount: mount,
         outbound_port: args.outbound_port,
         inbound_port: args.inbound_port,
@@ -252,8 +274,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         certs,
         config,
     };
+    let owner =
+        cluster.map(|client| k8s::owner::OwnerWatch::start(client, own_pod(&args), &args.owner));
     let pods = pods.await;
     enroll_until_shutdown(&mut enroller, pods, &health).await?;
+    if let Some(removal) = owner.as_ref().and_then(k8s::owner::OwnerWatch::removal) {
+        crate::uninstall::on_removal(&own_pins, removal.as_str());
+    }
     drain(&mut enroller, &proxy, args.drain_timeout.into()).await;
     reaper.abort();
     revoker.abort();
@@ -309,12 +336,7 @@ async fn kubernetes_source(
     )
     .context("no kubepods cgroup under --kubelet-cgroup-root: is the kubelet running?")?;
     let cgroups = k8s::cgroup_watch::watch(&layout).context("watching the kubepods cgroups")?;
-    let own = args
-        .kube
-        .pod_name
-        .clone()
-        .zip(args.kube.pod_namespace.clone())
-        .map(|(name, namespace)| k8s::enrollment::OwnPod { namespace, name });
+    let own = own_pod(args).map(|(namespace, name)| k8s::enrollment::OwnPod { namespace, name });
     let membership = config.clone();
     let in_mesh: k8s::node_pods::InMesh =
         Arc::new(move |ns, name| membership.current().in_mesh(&PodKey::new(ns, name)));
@@ -327,6 +349,14 @@ async fn kubernetes_source(
         k8s::node_pods::watch_node_pods(node, api, cgroups, layout, own, in_mesh)
     };
     Ok((config, pods.boxed()))
+}
+
+/// The agent's own pod as `(namespace, name)`, from the downward API.
+fn own_pod(args: &RunArgs) -> Option<(String, String)> {
+    args.kube
+        .pod_namespace
+        .clone()
+        .zip(args.kube.pod_name.clone())
 }
 
 /// Metrics read from the capture maps at scrape time.

@@ -40,15 +40,25 @@ impl Agent {
     /// readiness ports on loopback, its own JSON access log, and the bed's shared CA directory
     /// (`<bed workdir>/ca`), so agents of one bed trust each other.
     pub fn start_with(node: &Node, config: &Path, extra: &[&str]) -> Result<Agent> {
-        Self::launch(node, extra, |ports| {
+        let mut agent = Self::launch(node, extra, |ports| {
             Ok(node_command(&sockmesh_bin()?, node, config, ports))
-        })
+        })?;
+        agent.process.wait_for_log(READY, START_TIMEOUT)?;
+        Ok(agent)
     }
 
     /// Starts `sockmesh run --kubernetes` for a node of a [`crate::TestBed::kubernetes`] bed: the
     /// cluster state comes from the bed's API server (`KUBECONFIG`), pods are found in the node's
     /// kubelet cgroup layout. Returns once the API's first full list is applied.
     pub fn start_kubernetes(node: &Node, extra: &[&str]) -> Result<Agent> {
+        let mut agent = Self::spawn_kubernetes(node, extra)?;
+        agent.process.wait_for_log(READY, START_TIMEOUT)?;
+        Ok(agent)
+    }
+
+    /// [`Agent::start_kubernetes`] without waiting for the agent to be ready (it waits for the
+    /// API's first full list before it enrolls anything).
+    pub fn spawn_kubernetes(node: &Node, extra: &[&str]) -> Result<Agent> {
         let kubeconfig = node.bed().api()?.kubeconfig().to_owned();
         Self::launch(node, extra, |ports| {
             Ok(kubernetes_command(
@@ -60,6 +70,7 @@ impl Agent {
         })
     }
 
+    /// Starts the agent process with the bed's logging and access log; does not wait.
     fn launch(
         node: &Node,
         extra: &[&str],
@@ -83,8 +94,7 @@ impl Agent {
                 env::var("SOCKMESH_TEST_LOG").unwrap_or_else(|_| "sockmesh_agent=debug".into()),
             )
             .env("RUST_BACKTRACE", "0");
-        let mut process = node.spawn_agent(cmd)?;
-        process.wait_for_log(READY, START_TIMEOUT)?;
+        let process = node.spawn_agent(cmd)?;
         Ok(Agent {
             process,
             node: node.clone(),

@@ -211,3 +211,47 @@ fn policy_follows_the_api_through_late_crds_changes_and_an_outage() -> Result<()
 fn refused_within(client: &Pod, target: std::net::SocketAddr, limit: Duration) -> Result<()> {
     eventually(limit, || Ok(client.connect(target, "strict?").is_err()))
 }
+
+/// A restart while the API is down stays closed: the new agent does not enroll (or sweep what the
+/// old one pinned) before its first full list, so the STRICT pod is never reachable uncaptured.
+#[test]
+fn restart_during_an_api_outage_stays_closed() -> Result<()> {
+    let Some(bed) = bed("k8s-restart")? else {
+        return Ok(());
+    };
+    let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
+    bed.label_namespace("test1", "istio-injection", "enabled");
+    let sleep = n1.pod("test1", "sleep")?;
+    let outsider = n1.pod("test3", "sleep")?;
+    let httpbin = n2.pod("test1", "httpbin")?;
+    let _server = httpbin.serve_echo(8000)?;
+    std::fs::write(bed.config_dir().join("strict.yaml"), strict("test1"))?;
+    bed.api()?.install_istio_crds();
+    bed.publish()?;
+    let _client_agent = Agent::start_kubernetes(&n1, &[])?;
+    let old = Agent::start_kubernetes(&n2, &[])?;
+    let target = httpbin.v4(8000);
+    sleep.connect(target, "before")?;
+    outsider.connect_fails(target, "before")?;
+
+    let api = bed.api()?;
+    api.set_down(true);
+    let mut new = Agent::spawn_kubernetes(&n2, &[])?;
+    new.wait_for_log("waiting for the first full list", Duration::from_secs(20))?;
+    old.stop()?;
+    std::thread::sleep(Duration::from_secs(2));
+    outsider
+        .connect_fails(target, "uncaptured?")
+        .context("the STRICT pod stays closed while no agent has listed")?;
+    ensure!(
+        !new.log().contains("removing stale"),
+        "nothing swept before the first list: {}",
+        new.log()
+    );
+    api.set_down(false);
+    new.wait_for_log("agent ready", PROPAGATION)?;
+    eventually(PROPAGATION, || Ok(sleep.connect(target, "after").is_ok()))
+        .context("the new agent serves the pod once it has listed")?;
+    outsider.connect_fails(target, "after")?;
+    Ok(())
+}

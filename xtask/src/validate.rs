@@ -139,6 +139,9 @@ fn check_structure(root: &Path, file: &Path, problems: &mut Vec<String>) -> Resu
         if doc["metadata"]["name"].as_str().is_none_or(str::is_empty) {
             problems.push(format!("{at}: {kind} has no metadata.name"));
         }
+        if kind == "DaemonSet" {
+            check_daemonset(doc, &at, problems);
+        }
         if let Some(kinds) = crd_kinds {
             crd_documents += 1;
             if !kinds.contains(&kind) {
@@ -150,6 +153,102 @@ fn check_structure(root: &Path, file: &Path, problems: &mut Vec<String>) -> Resu
         }
     }
     Ok(crd_documents)
+}
+
+/// What keeps the agent's DaemonSet up, which no schema checks: probes and the scrape annotation
+/// on declared ports, the downward-API variables the agent reads, termination grace longer than
+/// the drain, no CPU limit (throttling would slow every enrolled pod) and a memory limit.
+fn check_daemonset(doc: &Yaml, at: &str, problems: &mut Vec<String>) {
+    let pod = &doc["spec"]["template"];
+    let spec = &pod["spec"];
+    let grace = spec["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    for container in spec["containers"].as_vec().into_iter().flatten() {
+        let name = container["name"].as_str().unwrap_or("?");
+        let at = format!("{at}: container {name}");
+        let ports: Vec<(&str, i64)> = container["ports"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or(""),
+                    p["containerPort"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+            let port = &container[probe]["httpGet"]["port"];
+            let declared = match port {
+                Yaml::String(n) => ports.iter().any(|(name, _)| name == n),
+                Yaml::Integer(n) => ports.iter().any(|(_, p)| p == n),
+                _ => true,
+            };
+            if !declared {
+                problems.push(format!(
+                    "{at}: {probe} uses port {port:?}, which is not declared"
+                ));
+            }
+        }
+        let scrape = pod["metadata"]["annotations"]["prometheus.io/port"].as_str();
+        if let Some(port) = scrape
+            && !ports.iter().any(|(_, p)| p.to_string() == port)
+        {
+            problems.push(format!(
+                "{at}: prometheus.io/port {port} is not a declared port"
+            ));
+        }
+        let env: Vec<&str> = container["env"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter(|e| !e["valueFrom"]["fieldRef"].is_badvalue())
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        let args: Vec<&str> = container["args"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(Yaml::as_str)
+            .collect();
+        if args.contains(&"run") {
+            for var in ["NODE_NAME", "POD_NAME", "POD_NAMESPACE"] {
+                if !env.contains(&var) {
+                    problems.push(format!("{at}: {var} is not set from the downward API"));
+                }
+            }
+            match drain_seconds(&args) {
+                Some(drain) if grace > drain => {}
+                Some(drain) => problems.push(format!(
+                    "{at}: terminationGracePeriodSeconds {grace} must exceed --drain-timeout ({drain}s)"
+                )),
+                None => problems.push(format!("{at}: --drain-timeout is not given")),
+            }
+        }
+        let limits = &container["resources"]["limits"];
+        if !limits["cpu"].is_badvalue() {
+            problems.push(format!(
+                "{at}: a CPU limit throttles the data path; request CPU only"
+            ));
+        }
+        if limits["memory"].is_badvalue() {
+            problems.push(format!("{at}: no memory limit"));
+        }
+    }
+}
+
+/// `--drain-timeout` in seconds, for values like `30s` or `1m`.
+fn drain_seconds(args: &[&str]) -> Option<i64> {
+    let value = args
+        .iter()
+        .skip_while(|a| **a != "--drain-timeout")
+        .nth(1)?;
+    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = number.parse().ok()?;
+    match unit {
+        "s" => Some(n),
+        "m" => Some(n * 60),
+        _ => None,
+    }
 }
 
 /// Every file a kustomization lists must exist, so the base renders even where kubectl is absent.
@@ -300,7 +399,10 @@ mod tests {
     }
 
     fn problems_in(yaml: &str) -> Vec<String> {
-        let dir = std::env::temp_dir().join(format!("xtask-validate-{}", std::process::id()));
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("xtask-validate-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{:x}.yaml", yaml.len()));
         std::fs::write(&file, yaml).unwrap();
@@ -309,6 +411,46 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         std::fs::remove_dir(&dir).unwrap();
         problems
+    }
+
+    #[test]
+    fn the_daemonset_contract_is_checked() {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/daemonset.yaml"),
+        )
+        .unwrap();
+        assert_eq!(problems_in(&shipped), Vec::<String>::new());
+        let broken = shipped
+            .replace("port: readiness", "port: admin")
+            .replace(
+                "terminationGracePeriodSeconds: 45",
+                "terminationGracePeriodSeconds: 30",
+            )
+            .replace(
+                "            - name: POD_NAME\n",
+                "            - name: OTHER\n",
+            )
+            .replace(
+                "prometheus.io/port: \"15020\"",
+                "prometheus.io/port: \"9090\"",
+            )
+            .replace("              memory: 1Gi", "              cpu: \"1\"");
+        let problems = problems_in(&broken);
+        for expected in [
+            "readinessProbe uses port",
+            "livenessProbe uses port",
+            "must exceed --drain-timeout (30s)",
+            "POD_NAME is not set",
+            "prometheus.io/port 9090",
+            "a CPU limit",
+            "no memory limit",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:#?}"
+            );
+        }
+        assert_eq!(drain_seconds(&["--drain-timeout", "2m"]), Some(120));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Routes of the three servers: the loopback admin API, `/metrics` and `/healthz/ready`.
+//! Routes of the three servers: the loopback admin API, `/metrics`, and `/healthz/ready` with
+//! `/healthz/live`.
 use std::{collections::HashMap, sync::Arc};
 
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
@@ -8,7 +9,7 @@ use super::{
     AdminSource, Readiness,
     http::{Body, json, method_not_allowed, not_found, respond, text},
 };
-use crate::{logging::LogControl, metrics, telemetry::Telemetry};
+use crate::{logging::LogControl, metrics, policy::settings::SettingsHandle, telemetry::Telemetry};
 
 /// What the admin API serves from.
 pub struct AdminState {
@@ -17,10 +18,13 @@ pub struct AdminState {
     /// `None` when logging was not set up through [`crate::logging::init`].
     pub logging: Option<LogControl>,
     pub readiness: Arc<Readiness>,
+    /// The meshConfig settings in force and where each came from.
+    pub settings: SettingsHandle,
 }
 
 const INDEX: &str = "sockmesh admin API\n\
     /config_dump        resolved model and effective modes\n\
+    /mesh_config        trust domain, root namespace, auto mTLS and where each came from\n\
     /workloads          pods, cgroups, netns, identity, enrollment state\n\
     /certs              workload certificates\n\
     /connections        open connections\n\
@@ -38,6 +42,7 @@ pub(super) fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<Bod
     match path {
         "/" => text(StatusCode::OK, INDEX),
         "/config_dump" => json(StatusCode::OK, &state.source.config_dump()),
+        "/mesh_config" => json(StatusCode::OK, &**state.settings.load()),
         "/workloads" => json(StatusCode::OK, &state.source.workloads()),
         "/certs" => json(StatusCode::OK, &state.source.certificates()),
         "/connections" => json(StatusCode::OK, &state.telemetry.connections.snapshot()),
@@ -61,10 +66,14 @@ fn metrics_body(metrics: &metrics::Metrics) -> Response<Body> {
     respond(StatusCode::OK, metrics::CONTENT_TYPE, metrics.encode())
 }
 
-/// 200 when every check holds, else 503 listing what is missing.
+/// The kubelet's port. `/healthz/live`: 200 whenever the runtime serving it answers (a liveness
+/// probe restarts only a hung agent, never one waiting for the API). `/healthz/ready`: 200 when
+/// every check holds, else 503 listing what is missing.
 pub(super) fn readiness(readiness: &Readiness, req: &Request<Incoming>) -> Response<Body> {
-    if req.uri().path() != "/healthz/ready" {
-        return not_found();
+    match req.uri().path() {
+        "/healthz/live" => return text(StatusCode::OK, "live\n"),
+        "/healthz/ready" => {}
+        _ => return not_found(),
     }
     let missing = readiness.missing();
     if missing.is_empty() {

@@ -32,7 +32,7 @@ pub struct AdminArgs {
     /// Prometheus metrics address (`/metrics`).
     #[arg(long = "metrics-addr", default_value = "0.0.0.0:15020")]
     pub metrics: SocketAddr,
-    /// Readiness address (`/healthz/ready`).
+    /// Readiness and liveness address (`/healthz/ready`, `/healthz/live`).
     #[arg(long = "readiness-addr", default_value = "0.0.0.0:15021")]
     pub readiness: SocketAddr,
 }

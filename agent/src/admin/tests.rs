@@ -11,6 +11,7 @@ use crate::{
     flow::fixtures::outbound_info,
     logging::{self, LogControl},
     metrics::Metrics,
+    policy::settings::{MeshConfig, SettingFlags, SettingsReport},
     telemetry::Telemetry,
 };
 
@@ -56,6 +57,21 @@ impl AdminSource for FakeSource {
     }
 }
 
+/// Trust domain from a flag, auto mTLS from the ConfigMap, root namespace by default.
+pub(crate) fn settings_report() -> SettingsReport {
+    let flags = SettingFlags {
+        trust_domain: Some("corp.example".into()),
+        cluster_domain: "cluster.local".into(),
+        ..SettingFlags::default()
+    };
+    let mesh = MeshConfig {
+        enable_auto_mtls: Some(false),
+        trust_domain: Some("ignored.example".into()),
+        ..MeshConfig::default()
+    };
+    SettingsReport::resolve(&flags, Some(&mesh)).with_configmap("istio-system", "istio")
+}
+
 fn local_args() -> AdminArgs {
     let any = "127.0.0.1:0".parse().unwrap();
     AdminArgs {
@@ -80,6 +96,7 @@ pub(crate) async fn start(logging: Option<LogControl>) -> Running {
         telemetry: telemetry.clone(),
         logging,
         readiness: readiness.clone(),
+        settings: settings_report().into_handle(),
     };
     let servers = Servers::start(&local_args(), state).await.unwrap();
     Running {
@@ -100,6 +117,7 @@ async fn admin_refuses_non_loopback_address() {
         telemetry: Arc::new(Telemetry::new(Arc::new(Metrics::new()), None)),
         logging: None,
         readiness: Arc::default(),
+        settings: settings_report().into_handle(),
     };
     let mut args = local_args();
     args.admin = "0.0.0.0:0".parse().unwrap();
@@ -126,6 +144,11 @@ async fn admin_endpoints_serve_json() {
     let workloads: Vec<WorkloadStatus> = serde_json::from_str(&body).unwrap();
     assert_eq!(workloads, vec![workload()]);
     assert!(body.contains(r#""state": "enrolled""#), "{body}");
+
+    let (_, body) = call(admin, Method::GET, "/mesh_config").await;
+    let mesh: SettingsReport = serde_json::from_str(&body).unwrap();
+    assert_eq!(mesh, settings_report());
+    assert!(body.contains(r#""source": "configmap""#), "{body}");
 
     let (_, body) = call(admin, Method::GET, "/certs").await;
     assert!(
@@ -170,6 +193,12 @@ async fn metrics_port_serves_scrape() {
 async fn readiness_turns_ready_when_every_check_holds() {
     let running = start(None).await;
     let ready = running.servers.readiness_addr;
+    let (status, body) = call(ready, Method::GET, "/healthz/live").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "live\n"),
+        "live while not ready"
+    );
     let (status, body) = call(ready, Method::GET, "/healthz/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(

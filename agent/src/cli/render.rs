@@ -6,6 +6,7 @@ use crate::{
     admin::{CertificateInfo, WorkloadStatus},
     connections::ConnectionSnapshot,
     flow::{Direction, WorkloadRef},
+    policy::settings::{SettingsReport, Source},
 };
 
 const NONE: &str = "-";
@@ -23,6 +24,40 @@ fn join<T: ToString>(items: &[T]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Each meshConfig setting, its value and where it came from.
+pub fn mesh_settings(report: &SettingsReport) -> String {
+    let configmap = report.configmap.as_deref().unwrap_or("?");
+    let source = |s: Source| match s {
+        Source::ConfigMap => format!("configmap {configmap}"),
+        other => other.as_str().to_owned(),
+    };
+    let mut t = Table::new(&["SETTING", "VALUE", "SOURCE"]);
+    let mut trust_domain = source(report.trust_domain.source);
+    if let Some(next) = &report.trust_domain_after_restart {
+        trust_domain.push_str(&format!("; configmap has {next}, applied after a restart"));
+    }
+    t.row(vec![
+        "trust domain".into(),
+        report.trust_domain.value.clone(),
+        trust_domain,
+    ]);
+    t.row(vec![
+        "root namespace".into(),
+        report.root_namespace.value.clone(),
+        source(report.root_namespace.source),
+    ]);
+    t.row(vec![
+        "auto mTLS".into(),
+        report.auto_mtls.value.to_string(),
+        source(report.auto_mtls.source),
+    ]);
+    let mut out = t.render();
+    if let (Some(cm), false) = (&report.configmap, report.configmap_found) {
+        out.push_str(&format!("(meshConfig ConfigMap {cm} not found)\n"));
+    }
+    out
 }
 
 pub fn workloads(list: &[WorkloadStatus]) -> String {

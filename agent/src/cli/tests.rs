@@ -53,6 +53,20 @@ fn workloads_table() {
 }
 
 #[test]
+fn settings_table_says_where_each_value_came_from() {
+    let mut report = crate::admin::tests::settings_report();
+    report.trust_domain_after_restart = Some("next.example".into());
+    let out = render::mesh_settings(&report);
+    assert_eq!(
+        out,
+        "SETTING         VALUE         SOURCE\n\
+         trust domain    corp.example  flag; configmap has next.example, applied after a restart\n\
+         root namespace  istio-system  default\n\
+         auto mTLS       false         configmap istio-system/istio\n"
+    );
+}
+
+#[test]
 fn certs_table_shows_expiry() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 3_600 + 30);
     let out = render::certs(&[certificate()], now);
@@ -125,6 +139,14 @@ fn views_against_a_running_admin_api() {
     .unwrap();
     let parsed: Vec<crate::admin::WorkloadStatus> = serde_json::from_str(&raw).unwrap();
     assert_eq!(parsed, vec![workload()]);
+
+    let status = status_view(&args(admin, false)).unwrap();
+    assert!(status.starts_with("SETTING "), "{status}");
+    assert!(status.contains("\nNAMESPACE  POD"), "{status}");
+    let raw: serde_json::Value =
+        serde_json::from_str(&status_view(&args(admin, true)).unwrap()).unwrap();
+    assert_eq!(raw["mesh_config"]["auto_mtls"]["source"], "configmap");
+    assert_eq!(raw["workloads"][0]["name"], "client-7d9f");
 
     let table = fetch_view(&args(admin, false), "/connections", |c: Vec<_>| {
         render::connections(&c)

@@ -52,7 +52,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn next(&self, current: Duration) -> Duration {
+    pub(super) fn next(&self, current: Duration) -> Duration {
         (current * 2).min(self.max)
     }
 }

@@ -10,8 +10,8 @@ use super::diagnostic::Severity;
 use super::explain::{explain, render};
 use super::load::load_path;
 use super::model::PodKey;
-use super::snapshot::{MeshSettings, Snapshot};
-use crate::spiffe::{SpiffeError, TrustDomains};
+use super::settings::{MeshSettings, SettingFlags, SettingsReport};
+use super::snapshot::Snapshot;
 
 /// Configuration location and the meshConfig-like settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,15 +23,18 @@ pub struct ConfigArgs {
     pub mesh: MeshArgs,
 }
 
-/// Settings Istio keeps in meshConfig, as flags shared by `run` and the query commands.
+/// Settings Istio keeps in meshConfig, as flags shared by `run` and the query commands. A flag
+/// that is given overrides the `istio` ConfigMap (`sockmesh run --kubernetes`); the defaults
+/// apply in one place, [`SettingsReport::resolve`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct MeshArgs {
-    /// Namespace whose policies apply mesh-wide.
-    #[arg(long, default_value = "istio-system")]
-    pub root_namespace: String,
-    /// Trust domain of SPIFFE identities.
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
+    /// Namespace whose policies apply mesh-wide [default: meshConfig `rootNamespace`, else
+    /// istio-system].
+    #[arg(long)]
+    pub root_namespace: Option<String>,
+    /// Trust domain of SPIFFE identities [default: meshConfig `trustDomain`, else cluster.local].
+    #[arg(long)]
+    pub trust_domain: Option<String>,
     /// Another trust domain whose identities are ours too (Istio's `trustDomainAliases`): accepted
     /// as mesh peers in the handshake (any other trust domain is refused) and matched by
     /// authorization policy principals. Repeatable; comma-separated in the environment variable.
@@ -45,25 +48,30 @@ pub struct MeshArgs {
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
     /// Use mTLS towards mesh endpoints when no DestinationRule sets TLS (`--auto-mtls false`
-    /// turns it off).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub auto_mtls: bool,
+    /// turns it off) [default: meshConfig `enableAutoMtls`, else true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub auto_mtls: Option<bool>,
 }
 
 impl MeshArgs {
-    /// The trust domain and its aliases: whom the mesh TLS verifiers accept as peers.
-    pub fn trust_domains(&self) -> Result<TrustDomains, SpiffeError> {
-        TrustDomains::new(&self.trust_domain, &self.trust_domain_aliases)
+    pub fn flags(&self) -> SettingFlags {
+        SettingFlags {
+            trust_domain: self.trust_domain.clone(),
+            root_namespace: self.root_namespace.clone(),
+            auto_mtls: self.auto_mtls,
+            trust_domain_aliases: self.trust_domain_aliases.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// The settings from flags and defaults alone (no ConfigMap: `--config` and the query
+    /// commands).
+    pub fn report(&self) -> SettingsReport {
+        SettingsReport::resolve(&self.flags(), None)
     }
 
     pub fn settings(&self) -> MeshSettings {
-        MeshSettings {
-            root_namespace: self.root_namespace.clone(),
-            trust_domain: self.trust_domain.clone(),
-            trust_domain_aliases: self.trust_domain_aliases.clone(),
-            auto_mtls: self.auto_mtls,
-            cluster_domain: self.cluster_domain.clone(),
-        }
+        self.report().settings()
     }
 }
 

@@ -34,11 +34,13 @@ pub mod outcome;
 pub mod peer_authn;
 mod port_numbers;
 pub mod resolver;
+pub mod settings;
 pub mod snapshot;
 pub mod watch;
 
 pub use authz::{AuthzAction, AuthzDecision, AuthzRequest, DryRunOutcome};
 pub use decision::{ClientTls, Destination, Endpoint, Inbound, Outbound};
 pub use model::{InboundMode, Pod, PodKey, TlsMode};
-pub use snapshot::{MeshSettings, Snapshot};
+pub use settings::MeshSettings;
+pub use snapshot::Snapshot;
 pub use watch::{ConfigHandle, FileSource};

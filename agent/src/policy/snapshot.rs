@@ -19,31 +19,7 @@ use super::legacy::{self, LegacyRule};
 use super::load::LoadReport;
 use super::model::{Pod, PodKey, ResourceRef, Resources, Service};
 use super::peer_authn::{PeerAuthnIndex, PeerPolicy};
-
-/// Settings Istio keeps in meshConfig; the agent takes them from flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshSettings {
-    pub root_namespace: String,
-    pub trust_domain: String,
-    /// Trust domains treated as ours in authorization principals (meshConfig
-    /// `trustDomainAliases`).
-    pub trust_domain_aliases: Vec<String>,
-    pub auto_mtls: bool,
-    /// DNS suffix of Service FQDNs (`<svc>.<ns>.svc.<cluster_domain>`).
-    pub cluster_domain: String,
-}
-
-impl Default for MeshSettings {
-    fn default() -> Self {
-        Self {
-            root_namespace: "istio-system".into(),
-            trust_domain: "cluster.local".into(),
-            trust_domain_aliases: Vec::new(),
-            auto_mtls: true,
-            cluster_domain: "cluster.local".into(),
-        }
-    }
-}
+use super::settings::MeshSettings;
 
 /// One immutable configuration with its indexes. Share it as `Arc<Snapshot>`; all methods take `&self`.
 #[derive(Debug)]

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use super::diagnostic::Diagnostic;
 use super::load::{config_files, load_path};
 use super::model::Resources;
-use super::snapshot::{MeshSettings, Snapshot};
+use super::settings::MeshSettings;
+use super::snapshot::Snapshot;
 
 /// How often the file source looks for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -28,7 +29,9 @@ pub struct ConfigHandle {
 
 struct Inner {
     current: ArcSwap<Snapshot>,
-    settings: MeshSettings,
+    /// Held while a snapshot is built and stored, so a settings change and a resources change
+    /// never overwrite each other's result.
+    settings: Mutex<MeshSettings>,
     changes: watch::Sender<u64>,
     last_error: Mutex<Option<Vec<Diagnostic>>>,
 }
@@ -39,7 +42,7 @@ impl ConfigHandle {
         let (changes, _) = watch::channel(0);
         let inner = Inner {
             current: ArcSwap::from_pointee(initial),
-            settings,
+            settings: Mutex::new(settings),
             changes,
             last_error: Mutex::new(None),
         };
@@ -60,10 +63,34 @@ impl ConfigHandle {
 
     /// Indexes `resources` and swaps them in; readers see the old or the new snapshot, never a mix.
     pub fn apply(&self, resources: Resources, warnings: Vec<Diagnostic>) {
-        let snapshot = Snapshot::build(resources, self.inner.settings.clone(), warnings);
+        let settings = self.lock_settings();
+        let snapshot = Snapshot::build(resources, settings.clone(), warnings);
         self.inner.current.store(Arc::new(snapshot));
+        drop(settings);
         *self.lock_error() = None;
         self.inner.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Rebuilds the snapshot in force with new settings (a meshConfig change); later
+    /// [`ConfigHandle::apply`] calls use them too. No-op when nothing changed.
+    pub fn set_settings(&self, new: MeshSettings) {
+        let mut settings = self.lock_settings();
+        if *settings == new {
+            return;
+        }
+        let old = self.current();
+        let snapshot = Snapshot::build(old.resources.clone(), new.clone(), old.diagnostics.clone());
+        self.inner.current.store(Arc::new(snapshot));
+        *settings = new;
+        drop(settings);
+        self.inner.changes.send_modify(|g| *g += 1);
+    }
+
+    fn lock_settings(&self) -> std::sync::MutexGuard<'_, MeshSettings> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a failed reload; the last good snapshot stays in force.

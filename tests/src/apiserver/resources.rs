@@ -65,51 +65,29 @@ pub(crate) const BUILTIN: &[Resource] = &[
     ),
 ];
 
-/// Served once Istio's CRDs are installed ([`super::ApiServer::install_istio_crds`]).
+/// Served once Istio's CRDs are installed ([`super::ApiServer::install_istio_crds`]), in every
+/// version Istio's CRDs serve (the schemas are the same, so objects are stored once per kind and
+/// read in any version); the first version of a group is the preferred one.
+#[rustfmt::skip]
 pub(crate) const ISTIO: &[Resource] = &[
-    r(
-        "security.istio.io",
-        "v1",
-        "PeerAuthentication",
-        "peerauthentications",
-        true,
-    ),
-    r(
-        "security.istio.io",
-        "v1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        true,
-    ),
-    r(
-        "security.istio.io",
-        "v1",
-        "RequestAuthentication",
-        "requestauthentications",
-        true,
-    ),
-    r(
-        "networking.istio.io",
-        "v1",
-        "DestinationRule",
-        "destinationrules",
-        true,
-    ),
-    r(
-        "networking.istio.io",
-        "v1",
-        "ServiceEntry",
-        "serviceentries",
-        true,
-    ),
-    r(
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-        "virtualservices",
-        true,
-    ),
+    r("security.istio.io", "v1", "PeerAuthentication", "peerauthentications", true),
+    r("security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies", true),
+    r("security.istio.io", "v1", "RequestAuthentication", "requestauthentications", true),
+    r("security.istio.io", "v1beta1", "PeerAuthentication", "peerauthentications", true),
+    r("security.istio.io", "v1beta1", "AuthorizationPolicy", "authorizationpolicies", true),
+    r("security.istio.io", "v1beta1", "RequestAuthentication", "requestauthentications", true),
+    r("networking.istio.io", "v1", "DestinationRule", "destinationrules", true),
+    r("networking.istio.io", "v1", "ServiceEntry", "serviceentries", true),
+    r("networking.istio.io", "v1", "VirtualService", "virtualservices", true),
     r("networking.istio.io", "v1", "Gateway", "gateways", true),
+    r("networking.istio.io", "v1beta1", "DestinationRule", "destinationrules", true),
+    r("networking.istio.io", "v1beta1", "ServiceEntry", "serviceentries", true),
+    r("networking.istio.io", "v1beta1", "VirtualService", "virtualservices", true),
+    r("networking.istio.io", "v1beta1", "Gateway", "gateways", true),
+    r("networking.istio.io", "v1alpha3", "DestinationRule", "destinationrules", true),
+    r("networking.istio.io", "v1alpha3", "ServiceEntry", "serviceentries", true),
+    r("networking.istio.io", "v1alpha3", "VirtualService", "virtualservices", true),
+    r("networking.istio.io", "v1alpha3", "Gateway", "gateways", true),
 ];
 
 /// Istio's pre-1.6 authentication CRDs, still present in clusters upgraded from then

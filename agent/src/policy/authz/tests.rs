@@ -3,7 +3,7 @@ use std::net::IpAddr;
 use super::{AuthzAction, AuthzDecision, AuthzRequest};
 use crate::policy::load::load_str;
 use crate::policy::model::PodKey;
-use crate::policy::snapshot::{MeshSettings, Snapshot};
+use crate::policy::{settings::MeshSettings, snapshot::Snapshot};
 
 use AuthzAction::{Allow, Deny};
 

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use crate::policy::decision::ClientBasis;
 use crate::policy::load::load_str;
 use crate::policy::model::{InboundMode, PodKey, TlsMode};
-use crate::policy::snapshot::{MeshSettings, Snapshot};
+use crate::policy::{settings::MeshSettings, snapshot::Snapshot};
 
 pub(crate) const SEEDS: &str = include_str!("../../../tests/fixtures/policy/seeds.yaml");
 
