@@ -3,15 +3,15 @@
 //! pods on their node), refusals logged and counted, the trust bundle following the CA's roots
 //! (old → both → new), and certificates kept through a CA outage and renewed after it.
 //!
-//! TokenReview and the pod lookups are answered by the stand-in of `ca_support` (no
-//! kube-apiserver can run here); everything else is real.
+//! TokenReview and the pod lookups are answered by the test bed's API server (`testbed::ApiServer`,
+//! the stand-in for kube-apiserver, which cannot run here); everything else is real.
 mod ca_support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ca_support::{CaProcess, StandInApi, Token, metric_in};
+use ca_support::{CaProcess, bound, metric_in};
 use rustls::RootCertStore;
 use sockmesh_agent::identity::ca_client::{CaClient, CaClientConfig};
 use sockmesh_agent::identity::{CertManager, MeshCa, SpiffeId};
@@ -74,9 +74,9 @@ async fn node_agent_gets_identities_of_pods_on_its_node_only() {
     let work = tempfile::tempdir().unwrap();
     let ca_dir = work.path().join("cacerts");
     let ca = plug_in_ca(&ca_dir);
-    let api = StandInApi::start(work.path(), None, PODS.to_vec());
+    let api = ca_support::api(work.path(), None, PODS.to_vec());
     let server = CaProcess::start(&ca_dir, &api, work.path(), None, &[]);
-    let agent_token = api.issue_token(Token::bound(
+    let agent_token = api.issue_token(bound(
         "sockmesh-system",
         "sockmesh-agent",
         "agent-a",
@@ -157,14 +157,14 @@ async fn workloads_get_only_their_own_identity_and_bad_tokens_nothing() {
     let work = tempfile::tempdir().unwrap();
     let ca_dir = work.path().join("cacerts");
     let ca = plug_in_ca(&ca_dir);
-    let api = StandInApi::start(work.path(), None, PODS.to_vec());
+    let api = ca_support::api(work.path(), None, PODS.to_vec());
     let server = CaProcess::start(&ca_dir, &api, work.path(), None, &[]);
     let addr = server.addr.to_string();
     let ttl = Duration::from_secs(600);
     let sleep = id("spiffe://cluster.local/ns/test1/sa/sleep");
     let httpbin = id("spiffe://cluster.local/ns/test1/sa/httpbin");
 
-    let own = api.issue_token(Token::bound("test1", "sleep", "sleep-a", "node-a"));
+    let own = api.issue_token(bound("test1", "sleep", "sleep-a", "node-a"));
     let workload = client(work.path(), &addr, &own, &[&ca]);
     workload.ca.request(sleep.clone(), ttl).await.unwrap();
     let err = workload
@@ -179,7 +179,7 @@ async fn workloads_get_only_their_own_identity_and_bad_tokens_nothing() {
     let err = stranger.ca.request(sleep.clone(), ttl).await.err().unwrap();
     assert!(err.to_string().contains("token_rejected"), "{err}");
 
-    let mut wrong_audience = Token::bound("sockmesh-system", "sockmesh-agent", "agent-a", "node-a");
+    let mut wrong_audience = bound("sockmesh-system", "sockmesh-agent", "agent-a", "node-a");
     wrong_audience.audiences = vec!["https://kubernetes.default.svc".into()];
     let wrong = api.issue_token(wrong_audience);
     let err = client(work.path(), &addr, &wrong, &[&ca])
@@ -226,8 +226,8 @@ fn rotation_dirs(work: &Path) -> (MeshCa, [std::path::PathBuf; 4]) {
 async fn trust_bundle_follows_the_roots_the_ca_returns() {
     let work = tempfile::tempdir().unwrap();
     let (old, dirs) = rotation_dirs(work.path());
-    let api = StandInApi::start(work.path(), None, PODS.to_vec());
-    let token = api.issue_token(Token::bound(
+    let api = ca_support::api(work.path(), None, PODS.to_vec());
+    let token = api.issue_token(bound(
         "sockmesh-system",
         "sockmesh-agent",
         "agent-a",
@@ -276,10 +276,10 @@ async fn certificates_are_kept_through_a_ca_outage_and_renewed_after() {
     let work = tempfile::tempdir().unwrap();
     let ca_dir = work.path().join("cacerts");
     let ca = plug_in_ca(&ca_dir);
-    let api = StandInApi::start(work.path(), None, PODS.to_vec());
+    let api = ca_support::api(work.path(), None, PODS.to_vec());
     let port = ca_support::free_port();
     let server = CaProcess::start_on(port, &ca_dir, &api, work.path(), None, &[]);
-    let token = api.issue_token(Token::bound(
+    let token = api.issue_token(bound(
         "sockmesh-system",
         "sockmesh-agent",
         "agent-a",

@@ -143,12 +143,14 @@ fn policy_follows_the_api_through_late_crds_changes_and_an_outage() -> Result<()
     let Some(bed) = bed("k8s-policy")? else {
         return Ok(());
     };
-    let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
-    bed.label_namespace("test1", "istio-injection", "enabled");
-    let sleep = n1.pod("test1", "sleep")?;
-    let outsider = n1.pod("test3", "sleep")?;
-    let httpbin = n2.pod("test1", "httpbin")?;
-    let _server = httpbin.serve_echo(8000)?;
+    let TwoNodes {
+        n1,
+        n2,
+        sleep,
+        outsider,
+        httpbin,
+        _server,
+    } = TwoNodes::build(&bed)?;
     bed.publish()?;
     let _agents = (
         Agent::start_kubernetes(&n1, &[])?,
@@ -208,6 +210,36 @@ fn policy_follows_the_api_through_late_crds_changes_and_an_outage() -> Result<()
     Ok(())
 }
 
+/// Two nodes: `test1/sleep` (in the mesh) and `test3/sleep` (outside it) on n1, `test1/httpbin`
+/// echoing on 8000 on n2.
+struct TwoNodes {
+    n1: Node,
+    n2: Node,
+    sleep: Pod,
+    outsider: Pod,
+    httpbin: Pod,
+    _server: testbed::Process,
+}
+
+impl TwoNodes {
+    fn build(bed: &TestBed) -> Result<TwoNodes> {
+        let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
+        bed.label_namespace("test1", "istio-injection", "enabled");
+        let sleep = n1.pod("test1", "sleep")?;
+        let outsider = n1.pod("test3", "sleep")?;
+        let httpbin = n2.pod("test1", "httpbin")?;
+        let _server = httpbin.serve_echo(8000)?;
+        Ok(TwoNodes {
+            n1,
+            n2,
+            sleep,
+            outsider,
+            httpbin,
+            _server,
+        })
+    }
+}
+
 fn refused_within(client: &Pod, target: std::net::SocketAddr, limit: Duration) -> Result<()> {
     eventually(limit, || Ok(client.connect(target, "strict?").is_err()))
 }
@@ -219,12 +251,14 @@ fn restart_during_an_api_outage_stays_closed() -> Result<()> {
     let Some(bed) = bed("k8s-restart")? else {
         return Ok(());
     };
-    let (n1, n2) = (bed.node("n1")?, bed.node("n2")?);
-    bed.label_namespace("test1", "istio-injection", "enabled");
-    let sleep = n1.pod("test1", "sleep")?;
-    let outsider = n1.pod("test3", "sleep")?;
-    let httpbin = n2.pod("test1", "httpbin")?;
-    let _server = httpbin.serve_echo(8000)?;
+    let TwoNodes {
+        n1,
+        n2,
+        sleep,
+        outsider,
+        httpbin,
+        _server,
+    } = TwoNodes::build(&bed)?;
     std::fs::write(bed.config_dir().join("strict.yaml"), strict("test1"))?;
     bed.api()?.install_istio_crds();
     bed.publish()?;

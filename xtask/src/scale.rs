@@ -34,18 +34,7 @@ pub fn run(root: &Path, args: ScaleArgs) -> Result<()> {
     if Cmd::new("id").arg("-u").read()?.trim() != "0" {
         bail!("the scale run loads eBPF programs and builds cgroups: run it as root");
     }
-    Cmd::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sockmesh-agent",
-            "--bin",
-            "sockmesh",
-        ])
-        .current_dir(root)
-        .run()?;
-    let binary = root.join("target/release/sockmesh");
+    let binary = crate::bench::build_agent(root)?;
     let bed = TestBed::kubernetes("scale")?;
     let node = bed.node("n1")?;
     let api = bed.api()?;

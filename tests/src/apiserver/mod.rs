@@ -105,9 +105,12 @@ impl std::fmt::Debug for ApiServer {
 impl ApiServer {
     /// Starts the server on a free loopback port and writes `<workdir>/kubeconfig` for it.
     pub fn start(workdir: &Path) -> Result<ApiServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind API server")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        Self::start_in(workdir, None)
+    }
+
+    /// [`ApiServer::start`] on the loopback of the network namespace at `netns` (a process in
+    /// that namespace reaches it at the kubeconfig's address).
+    pub fn start_in(workdir: &Path, netns: Option<&Path>) -> Result<ApiServer> {
         let shared = Arc::new(Shared {
             store: Mutex::default(),
             changes: watch::channel(0).0,
@@ -115,10 +118,23 @@ impl ApiServer {
             requests: Mutex::default(),
         });
         let (stop, stopped) = oneshot::channel();
+        let (bound_tx, bound) = std::sync::mpsc::channel();
         let serving = shared.clone();
+        let netns = netns.map(Path::to_path_buf);
         let thread = thread::Builder::new()
             .name("apiserver".into())
             .spawn(move || {
+                let listener = bind(netns.as_deref());
+                let listener = match listener {
+                    Ok(l) => {
+                        let _ = bound_tx.send(l.local_addr().map_err(anyhow::Error::from));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .enable_all()
@@ -134,6 +150,9 @@ impl ApiServer {
                 });
                 runtime.shutdown_background();
             })?;
+        let addr = bound
+            .recv()
+            .context("API server thread ended before binding")??;
         let admin_token = "testbed-admin".to_owned();
         let kubeconfig = workdir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text(addr, &admin_token))
@@ -321,6 +340,19 @@ async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         });
         tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
     }
+}
+
+/// A non-blocking listener on a free loopback port, in `netns` when given (the calling thread
+/// joins it: the server's own thread).
+fn bind(netns: Option<&Path>) -> Result<std::net::TcpListener> {
+    if let Some(ns) = netns {
+        let file = std::fs::File::open(ns).with_context(|| format!("open {}", ns.display()))?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("setns {}", ns.display()))?;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind API server")?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 fn kubeconfig_text(addr: SocketAddr, token: &str) -> String {

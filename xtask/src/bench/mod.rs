@@ -187,7 +187,7 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
 }
 
 /// Builds the agent in release mode, into the caller's target directory.
-fn build_agent(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_agent(root: &Path) -> Result<PathBuf> {
     Cmd::new("cargo")
         .args([
             "build",
